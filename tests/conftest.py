@@ -1,0 +1,35 @@
+"""Shared fixtures: the third-party data beside the repository and the small GGUF test model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("RAILGRAPH_SHARED_DATA", REPO.parent / "shared" / "data"))
+TEST_GGUF = Path(
+    os.environ.get("RAILGRAPH_TEST_GGUF", REPO / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``: real documents, QA sets and labelled prompts (see its SOURCES.md)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: clone the repository next to shared/ or set RAILGRAPH_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def documents_dir(shared_data: Path) -> Path:
+    return shared_data / "documents"
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    """SmolLM2-135M-Instruct, a real 98 MB GGUF; it proves the wiring, not answer quality."""
+    if not TEST_GGUF.is_file():
+        pytest.fail(f"{TEST_GGUF} is missing: run scripts/fetch-test-model.sh (CI does)")
+    return TEST_GGUF
