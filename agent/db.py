@@ -1,0 +1,104 @@
+"""The one SQLite file behind railgraph: connections and every schema migration, in one place.
+
+Chunks, vectors (sqlite-vec), full text (FTS5), the review queue and the audit columns live here; LangGraph's
+checkpointer and LangChain's record manager add their own tables to the same file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlean
+import sqlite_vec
+
+from agent.embeddings import EMBEDDING_DIM
+
+# Each entry upgrades the schema by one version (PRAGMA user_version); never edit a released entry.
+MIGRATIONS: list[str] = [
+    f"""
+    CREATE TABLE chunks (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        doc_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        page INTEGER,
+        start_index INTEGER,
+        end_index INTEGER,
+        title TEXT,
+        content TEXT NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{{}}'
+    );
+    CREATE INDEX chunks_doc_id ON chunks(doc_id);
+    CREATE VIRTUAL TABLE chunks_vec USING vec0(embedding float[{EMBEDDING_DIM}] distance_metric=cosine);
+    CREATE VIRTUAL TABLE chunks_fts USING fts5(title, content, tokenize='porter unicode61');
+    CREATE TABLE reviews (
+        id TEXT PRIMARY KEY,
+        thread_id TEXT NOT NULL,
+        question TEXT NOT NULL,
+        draft TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        reviewer TEXT,
+        final_text TEXT,
+        reason TEXT,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+        decided_at TEXT
+    );
+    CREATE INDEX reviews_status ON reviews(status, created_at);
+    """,
+]
+
+
+class Database:
+    """A thread-safe connection to the railgraph SQLite file, with sqlite-vec loaded.
+
+    ``sqlean`` is used instead of the standard ``sqlite3`` because many Python builds cannot load SQLite
+    extensions; sqlean bundles a recent SQLite that can.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlean.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
+        self._conn.enable_load_extension(True)
+        sqlite_vec.load(self._conn)
+        self._conn.enable_load_extension(False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One write transaction (``BEGIN IMMEDIATE``): all of it lands, or none of it."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one read query, as tuples."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,218 @@
+"""One function per node of the graph in DESIGN.md, and the routers between them.
+
+Nodes are plain synchronous functions ``(state, config) -> dict``: LangGraph runs them directly under
+``invoke``/``stream`` and in a worker thread under ``ainvoke``/``astream_events``, so one implementation
+serves both and chat-model tokens still reach ``stream_mode="messages"`` and ``astream_events``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import interrupt
+
+from agent.extractive import NOT_FOUND, best_sentences, compose_answer
+from agent.services import get_services
+from agent.state import AgentState, Source
+from rails import RailVerdict
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered sources the user gives you. "
+    "After every claim, cite the source it comes from as [n]. "
+    "If the sources do not contain the answer, say that you do not know. Be brief."
+)
+QUOTE_CHARS = 300
+
+
+def _question(state: AgentState) -> str:
+    for message in reversed(state["messages"]):
+        if isinstance(message, HumanMessage):
+            return message.text
+    raise ValueError("the input has no user message: pass {'messages': [('user', 'your question')]}")
+
+
+def input_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Start a turn and screen the question: prompt attacks, injection rules, off-limits topics."""
+    services = get_services(config)
+    question = _question(state)
+    turn: dict[str, Any] = {
+        "turn_id": uuid.uuid4().hex,
+        "question": question,
+        "sources": [],
+        "draft": "",
+        "answer": "",
+        "status": "answered",
+        "refusal_policy": None,
+        "review_id": None,
+    }
+    limit = services.settings.max_question_chars
+    if len(question) > limit:
+        verdict = RailVerdict(
+            rail="input length",
+            verdict="block",
+            detail=f"{len(question)} characters > {limit} (RAILGRAPH_MAX_QUESTION_CHARS)",
+            score=None,
+        )
+        return turn | {"rails": [verdict], "status": "blocked", "refusal_policy": "overlong messages"}
+    outcome = services.guard.check_input(question)
+    turn["rails"] = list(outcome.verdicts)
+    if outcome.blocked:
+        return turn | {"status": "blocked", "refusal_policy": outcome.policy or "content policy"}
+    return turn | {"question": outcome.text}
+
+
+def retrieve(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Find the chunks that best match the question (hybrid full-text + vector search)."""
+    services = get_services(config)
+    hits = services.store.search(state["question"], services.settings.top_k)
+    sources = [
+        Source(
+            n=n,
+            chunk_id=document.id or "",
+            doc_id=document.metadata.get("doc_id", ""),
+            source=document.metadata.get("source", ""),
+            page=document.metadata.get("page"),
+            title=document.metadata.get("title"),
+            text=document.page_content,
+            quote=document.page_content[:QUOTE_CHARS],
+            score=score,
+        )
+        for n, (document, score) in enumerate(hits, start=1)
+    ]
+    return {"sources": sources}
+
+
+def _prompt(state: AgentState, history_messages: int) -> list[AnyMessage]:
+    numbered = "\n\n".join(
+        f"[{source['n']}] ({source['title'] or source['source']}"
+        + (f", page {source['page']}" if source["page"] else "")
+        + f")\n{source['text']}"
+        for source in state["sources"]
+    )
+    earlier = state["messages"][:-1][-history_messages:] if history_messages else []
+    return [
+        SystemMessage(SYSTEM_PROMPT),
+        *earlier,
+        HumanMessage(f"Sources:\n\n{numbered}\n\nQuestion: {state['question']}"),
+    ]
+
+
+def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Draft an answer from the numbered sources, citing them as [n]."""
+    services = get_services(config)
+    sources = state["sources"]
+    if not sources:
+        return {"draft": NOT_FOUND}
+    chat = services.chat
+    if chat.model is None:
+        extracts = best_sentences(
+            state["question"], [(source["n"], source["text"]) for source in sources], services.embeddings
+        )
+        quoted = {extract.n: extract.sentence for extract in reversed(extracts)}
+        cited = [source | {"quote": quoted[source["n"]]} if source["n"] in quoted else source for source in sources]
+        return {"draft": compose_answer(extracts), "sources": cited}
+    reply = chat.model.invoke(_prompt(state, services.settings.history_messages), config)
+    return {"draft": reply.text.strip()}
+
+
+def output_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Check the draft: citations point at retrieved sources, no injected code or markup."""
+    services = get_services(config)
+    outcome = services.guard.check_output(
+        state["question"], state["draft"], [source["text"] for source in state["sources"]]
+    )
+    rails = state.get("rails", []) + list(outcome.verdicts)
+    if outcome.blocked:
+        return {"rails": rails, "status": "blocked", "refusal_policy": outcome.policy or "content policy"}
+    return {"rails": rails, "draft": outcome.text}
+
+
+def _review_request(state: AgentState) -> dict[str, Any]:
+    """The interrupt payload, in the shape of LangChain Agent Inbox's ``HumanInterrupt``."""
+    sources = "\n".join(f"[{s['n']}] {s['source']}: {s['quote']}" for s in state["sources"])
+    return {
+        "action_request": {
+            "action": "answer",
+            "args": {"question": state["question"], "draft": state["draft"], "sources": state["sources"]},
+        },
+        "config": {"allow_ignore": True, "allow_respond": True, "allow_edit": True, "allow_accept": True},
+        "description": f"**Question**\n\n{state['question']}\n\n**Draft**\n\n{state['draft']}\n\n**Sources**\n\n{sources}",
+        "rails": state.get("rails", []),
+    }
+
+
+def approval(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Wait for a human reviewer to accept, edit, answer instead, or reject (ignore) the draft."""
+    services = get_services(config)
+    review_id = state["turn_id"][:12]
+    request = _review_request(state)
+    # This node runs again from the top on resume: submitting is idempotent, so the queue gets one row.
+    services.reviews.submit(
+        review_id, config["configurable"]["thread_id"], state["question"], state["draft"], request
+    )
+    response = interrupt([request])
+    if isinstance(response, list):
+        response = response[0]
+    kind, args = response.get("type"), response.get("args")
+    if kind == "accept":
+        outcome: dict[str, Any] = {"answer": state["draft"], "status": "answered"}
+        status = "approved"
+    elif kind == "edit":
+        outcome = {"answer": args["args"]["draft"] if isinstance(args, dict) else str(args), "status": "answered"}
+        status = "edited"
+    elif kind == "response":
+        outcome = {"answer": str(args), "status": "answered"}
+        status = "responded"
+    elif kind == "ignore":
+        outcome = {"status": "rejected", "refusal_policy": str(args) if args else None}
+        status = "rejected"
+    else:
+        raise ValueError(f"unknown review response {response!r}: expected type accept, edit, response or ignore")
+    services.reviews.decide(
+        review_id,
+        status,
+        reviewer=None,
+        final_text=outcome.get("answer"),
+        reason=outcome.get("refusal_policy"),
+        claim=False,
+    )
+    return outcome | {"review_id": review_id}
+
+
+def respond(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Give the user the answer and keep it in the thread's history."""
+    answer = state.get("answer") or state["draft"]
+    return {"answer": answer, "status": "answered", "messages": [AIMessage(answer)]}
+
+
+def refuse(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Tell the user the turn was refused, naming only the policy (never the rail internals)."""
+    if state["status"] == "rejected":
+        reason = state.get("refusal_policy")
+        answer = "A reviewer declined to answer this question" + (f": {reason}" if reason else ".")
+    else:
+        answer = f"I can't help with that: it was blocked by the {state.get('refusal_policy')} policy."
+    return {"answer": answer, "messages": [AIMessage(answer)]}
+
+
+def route_after_input(state: AgentState) -> Literal["retrieve", "refuse"]:
+    return "refuse" if state["status"] == "blocked" else "retrieve"
+
+
+def route_after_output(state: AgentState, config: RunnableConfig) -> Literal["approval", "respond", "refuse"]:
+    if state["status"] == "blocked":
+        return "refuse"
+    policy = get_services(config).settings.approval
+    if policy == "always":
+        return "approval"
+    flagged = not state["sources"] or any(verdict["verdict"] != "pass" for verdict in state.get("rails", []))
+    if policy == "flagged" and flagged:
+        return "approval"
+    return "respond"
+
+
+def route_after_approval(state: AgentState) -> Literal["respond", "refuse"]:
+    return "refuse" if state["status"] == "rejected" else "respond"
