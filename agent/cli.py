@@ -1,0 +1,304 @@
+"""The ``railgraph`` command: ingest documents, chat, ask, and work through the review queue.
+
+Results go to stdout (``--json`` for scripts); progress, model choice and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agent.configuration import Settings
+
+app = typer.Typer(
+    help="railgraph: answers from your own documents, through guardrails, with human review when policy says so.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+review_app = typer.Typer(help="Work through drafts waiting for a human reviewer.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+out = Console()
+err = Console(stderr=True)
+
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="Database URL (default: RAILGRAPH_DB or sqlite:///railgraph.db).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
+ThreadOption = Annotated[
+    str | None, typer.Option("--thread", help="Conversation thread id; reuse it to continue a conversation.")
+]
+ReviewerOption = Annotated[
+    str | None, typer.Option("--as", help="Reviewer name recorded with the decision (default: your login).")
+]
+
+
+def _settings(db: str | None) -> Settings:
+    return Settings(db=db) if db else Settings()
+
+
+def _agent(settings: Settings):  # noqa: ANN202 - import kept lazy so `--help` stays fast
+    from agent.graph import build_agent
+
+    return build_agent(settings)
+
+
+def _services(settings: Settings):  # noqa: ANN202
+    from agent.services import services_for
+
+    return services_for(settings)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+def _announce_model(settings: Settings) -> None:
+    from agent.models import ModelUnavailable
+
+    try:
+        choice = _services(settings).chat
+    except ModelUnavailable as error:
+        raise _fail(str(error)) from error
+    err.print(f"[dim]chat model:[/dim] [bold]{choice.name}[/bold] [dim]({choice.reason})[/dim]")
+
+
+def _print_sources(result: dict[str, Any]) -> None:
+    for source in result["sources"]:
+        page = f", page {source['page']}" if source["page"] else ""
+        out.print(f"  [cyan][{source['n']}][/cyan] {source['source']}{page}: [dim]{source['quote'][:160]}[/dim]")
+
+
+def _run_turn(settings: Settings, question: str, thread_id: str, *, stream: bool) -> dict[str, Any]:
+    from agent.turns import ask as ask_turn
+
+    graph = _agent(settings)
+    if not stream:
+        return ask_turn(graph, question, thread_id=thread_id)
+    streamed: list[str] = []
+    with Live(Markdown(""), console=out, refresh_per_second=12, transient=True) as live:
+
+        def show(token: str) -> None:
+            streamed.append(token)
+            live.update(Markdown("".join(streamed)))
+
+        result = ask_turn(graph, question, thread_id=thread_id, on_token=show)
+    # The streamed draft is replaced by what the rails and the reviewer let through.
+    out.print(Markdown(result["answer"]))
+    if result["status"] == "answered":
+        _print_sources(result)
+    elif result["status"] == "pending_review":
+        err.print(f"[yellow]review id:[/yellow] {result['review_id']}")
+    return result
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively).")],
+    include: Annotated[list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")] = None,
+    pdf_password: Annotated[str | None, typer.Option(help="Password for encrypted PDFs.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Index documents: unchanged files are skipped, changed ones replaced; unreadable ones are named with why."""
+    from loaders.ingest import ingest as run_ingest
+    from loaders.ingest import record_manager
+
+    settings = _settings(db)
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        raise _fail(f"no such file or folder: {', '.join(missing)}")
+    services = _services(settings)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[chunks]} chunks"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=as_json,
+    ) as progress:
+        task = progress.add_task("ingesting", total=None, chunks=0)
+
+        def on_file(path: Path, report: Any) -> None:
+            progress.update(task, advance=1, chunks=report.chunks, description=path.name[:40])
+
+        report = run_ingest(
+            paths,
+            services.store,
+            record_manager(settings.db),
+            include=include or (),
+            exclude=exclude or (),
+            pdf_password=pdf_password,
+            chunk_size=settings.chunk_size,
+            chunk_overlap=settings.chunk_overlap,
+            on_file=on_file,
+        )
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        for failure in report.failed:
+            err.print(f"[yellow]skipped[/yellow] {failure['error']}")
+        out.print(
+            f"{report.files} files: {report.added} chunks added, {report.updated} updated, "
+            f"{report.skipped} unchanged, {report.deleted} deleted, {len(report.failed)} files failed"
+        )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    thread: ThreadOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask one question (non-interactive); --json prints status, answer, sources, rails and thread_id."""
+    settings = _settings(db)
+    thread_id = thread or uuid.uuid4().hex
+    if as_json:
+        _services(settings).chat  # noqa: B018 - resolves the model so an unreachable one fails clearly
+        _print_json(_run_turn(settings, question, thread_id, stream=False))
+        return
+    _announce_model(settings)
+    _run_turn(settings, question, thread_id, stream=True)
+    err.print(f"[dim]thread: {thread_id}[/dim]")
+
+
+@app.command()
+def chat(thread: ThreadOption = None, db: DbOption = None) -> None:
+    """Talk with your documents; the conversation is kept and resumes with --thread."""
+    settings = _settings(db)
+    thread_id = thread or uuid.uuid4().hex
+    _announce_model(settings)
+    graph = _agent(settings)
+    history = graph.get_state({"configurable": {"thread_id": thread_id}}).values.get("messages", [])
+    err.print(
+        f"[dim]thread {thread_id} ({len(history)} earlier messages). Type your question; "
+        "Ctrl-D or 'exit' to leave.[/dim]"
+    )
+    while True:
+        try:
+            question = out.input("[bold green]you>[/bold green] ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if question in {"exit", "quit", "/exit"}:
+            break
+        if question:
+            _run_turn(settings, question, thread_id, stream=True)
+    err.print(f"[dim]bye; continue with: railgraph chat --thread {thread_id}[/dim]")
+
+
+@review_app.command("list")
+def review_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Pending drafts, oldest first."""
+    pending = _services(_settings(db)).reviews.pending()
+    if as_json:
+        _print_json([review.summary() for review in pending])
+        return
+    table = Table("id", "created", "question", "draft")
+    for review in pending:
+        table.add_row(review.id, review.created_at, review.question[:60], review.draft[:80])
+    out.print(table if pending else "No drafts are waiting for review.")
+
+
+@review_app.command("show")
+def review_show(review_id: Annotated[str, typer.Argument(help="Id from `review list`.")], db: DbOption = None) -> None:
+    """The question, the draft, its sources and the rail verdicts."""
+    from agent.review import ReviewNotFound
+
+    try:
+        review = _services(_settings(db)).reviews.get(review_id)
+    except ReviewNotFound as error:
+        raise _fail(str(error)) from error
+    out.print(f"[bold]{review.id}[/bold] ({review.status}) thread {review.thread_id}")
+    out.print(Markdown(review.payload["description"]))
+    for verdict in review.payload.get("rails", []):
+        out.print(f"  {verdict['rail']}: {verdict['verdict']} ({verdict['detail']})")
+
+
+def _decide(review_id: str, decision: dict[str, Any], db: str | None, reviewer: str | None, as_json: bool) -> None:
+    from agent.review import AlreadyDecided, ReviewNotFound
+    from agent.turns import decide
+
+    settings = _settings(db)
+    try:
+        result = decide(
+            _agent(settings),
+            _services(settings).reviews,
+            review_id,
+            decision,
+            reviewer=reviewer or getpass.getuser(),
+        )
+    except (ReviewNotFound, AlreadyDecided) as error:
+        raise _fail(str(error)) from error
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"{review_id}: {result['status']}; thread {result['thread_id']} now answers:")
+        out.print(Markdown(result["answer"]))
+
+
+@review_app.command("approve")
+def review_approve(
+    review_id: Annotated[str, typer.Argument(help="Id from `review list`.")],
+    reviewer: ReviewerOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send the draft to the user as it is."""
+    _decide(review_id, {"type": "accept", "args": None}, db, reviewer, as_json)
+
+
+@review_app.command("edit")
+def review_edit(
+    review_id: Annotated[str, typer.Argument(help="Id from `review list`.")],
+    text: Annotated[str, typer.Option("--text", help="The corrected answer.")],
+    reviewer: ReviewerOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send a corrected answer instead of the draft."""
+    _decide(review_id, {"type": "edit", "args": {"action": "answer", "args": {"draft": text}}}, db, reviewer, as_json)
+
+
+@review_app.command("reject")
+def review_reject(
+    review_id: Annotated[str, typer.Argument(help="Id from `review list`.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; the user sees it.")] = "",
+    reviewer: ReviewerOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Refuse the draft; the user is told a reviewer declined, with the reason."""
+    _decide(review_id, {"type": "ignore", "args": reason or None}, db, reviewer, as_json)
+
+
+@app.command()
+def doctor(db: DbOption = None) -> None:
+    """Show the settings in force, the chat model and why, and what the database holds."""
+    settings = _settings(db)
+    for name, value in settings.model_dump().items():
+        out.print(f"{name:20} {value}")
+    services = _services(settings)
+    out.print(f"{'chunks':20} {services.store.count()}")
+    out.print(f"{'pending reviews':20} {len(services.reviews.pending())}")
+    _announce_model(settings)
