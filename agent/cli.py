@@ -302,3 +302,7 @@ def doctor(db: DbOption = None) -> None:
     out.print(f"{'chunks':20} {services.store.count()}")
     out.print(f"{'pending reviews':20} {len(services.reviews.pending())}")
     _announce_model(settings)
+
+
+if __name__ == "__main__":
+    app()

@@ -49,3 +49,8 @@ def build_agent(
     saver = SqliteCheckpointer.open(services.settings.sqlite_path) if checkpointer == "database" else checkpointer
     graph = builder.compile(checkpointer=saver, name="railgraph")
     return graph.with_config(configurable={"services": services})
+
+
+def make_graph() -> CompiledStateGraph:
+    """Entry point for ``langgraph.json``: LangGraph's server brings its own checkpointer."""
+    return build_agent(checkpointer=None)
