@@ -66,7 +66,7 @@ def ingest(
         try:
             documents = load_file(path, pdf_password=pdf_password)
         except LoadError as error:
-            report.failed.append({"source": str(path), "error": str(error)})
+            report.failed.append({"source": error.source, "error": str(error)})
         else:
             chunks = split_documents(documents, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
             result = index(
