@@ -143,7 +143,7 @@ def ingest(
         report = run_ingest(
             paths,
             services.store,
-            record_manager(settings.db),
+            record_manager(settings.sqlite_path),
             include=include or (),
             exclude=exclude or (),
             pdf_password=pdf_password,

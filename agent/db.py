@@ -54,6 +54,18 @@ MIGRATIONS: list[str] = [
 ]
 
 
+def connect(path: Path | str) -> Any:
+    """A connection through sqlean, the one SQLite library railgraph uses in a process.
+
+    Two SQLite libraries in one process (Python's ``sqlite3`` and sqlean) must never open the same file:
+    POSIX locks belong to the process, so one library closing its descriptor drops the other's locks, and
+    committed rows were seen to vanish. The checkpointer and the record manager connect through here too.
+    """
+    conn = sqlean.connect(str(path), check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
 class Database:
     """A thread-safe connection to the railgraph SQLite file, with sqlite-vec loaded.
 
@@ -65,11 +77,12 @@ class Database:
         self.path = Path(path)
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlean.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
+        self._conn = connect(self.path)
+        # Transactions are explicit (``transaction()``), so Python must not open any implicitly.
+        self._conn.isolation_level = None
         self._conn.enable_load_extension(True)
         sqlite_vec.load(self._conn)
         self._conn.enable_load_extension(False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.RLock()
         self._migrate()

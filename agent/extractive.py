@@ -13,8 +13,16 @@ from langchain_core.embeddings import Embeddings
 
 # Sentence ends followed by space, or line breaks; good enough for prose, lists and table rows.
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*•\d])")
-# Below this cosine similarity a sentence is noise rather than an answer (MiniLM, normalised vectors).
-RELEVANCE_FLOOR = 0.3
+_TERM = re.compile(r"[^\W_]+", re.UNICODE)
+# Question words that say nothing about which sentence answers it.
+_STOPWORDS = frozenset(
+    "a an and are as at be by did do does for from has have how i in is it its me my of on or the their this "
+    "to was were what when where which who whom whose why will with you your".split()
+)
+# Below this score a sentence is noise rather than an answer (MiniLM cosine plus term overlap).
+RELEVANCE_FLOOR = 0.45
+# Sentences scoring under this share of the best one are left out rather than padding the answer.
+KEEP_RATIO = 0.85
 NOT_FOUND = "I could not find an answer to that in the indexed documents."
 
 
@@ -41,13 +49,27 @@ def best_sentences(
     if not candidates:
         return []
     vectors = np.asarray(embeddings.embed_documents([question] + [sentence for _, sentence in candidates]))
-    scores = vectors[1:] @ vectors[0]
+    # Embeddings alone favour short sentences that merely name the subject (a reference list entry);
+    # the share of the question's content words a sentence contains rewards the one that answers it.
+    scores = vectors[1:] @ vectors[0] + 0.5 * np.array([term_overlap(question, s) for _, s in candidates])
     order = np.argsort(-scores)[:limit]
+    best = float(scores[order[0]])
     return [
         Extract(n=candidates[i][0], sentence=candidates[i][1], score=float(scores[i]))
         for i in order
-        if scores[i] >= RELEVANCE_FLOOR
+        if scores[i] >= max(RELEVANCE_FLOOR, KEEP_RATIO * best)
     ]
+
+
+def _terms(text: str) -> set[str]:
+    # A five-letter prefix is a cheap stemmer: "founded"/"founding", "caps"/"cap" meet.
+    return {word[:5] for word in _TERM.findall(text.lower()) if word not in _STOPWORDS}
+
+
+def term_overlap(question: str, sentence: str) -> float:
+    """Share of the question's content words (crudely stemmed) found in ``sentence``."""
+    wanted = _terms(question)
+    return len(wanted & _terms(sentence)) / len(wanted) if wanted else 0.0
 
 
 def compose_answer(extracts: list[Extract]) -> str:

@@ -8,14 +8,16 @@ single compiled graph answers ``invoke``, ``stream``, ``ainvoke`` and ``astream_
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import sqlean
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agent.db import connect
 
 
 class SqliteCheckpointer(SqliteSaver):
@@ -24,11 +26,18 @@ class SqliteCheckpointer(SqliteSaver):
     @classmethod
     def open(cls, path: Path | str) -> SqliteCheckpointer:
         """A checkpointer on the SQLite file at ``path`` (WAL mode, shared safely between threads)."""
-        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        saver = cls(conn)
+        saver = cls(connect(path))
         saver.setup()
         return saver
+
+    def setup(self) -> None:
+        try:
+            super().setup()
+        except sqlean.OperationalError as error:
+            # SqliteSaver's column migration expects ``sqlite3``'s exception class; sqlean raises its own.
+            if "duplicate column name" not in str(error):
+                raise
+            self.is_setup = True
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await asyncio.to_thread(self.get_tuple, config)

@@ -97,7 +97,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp())
     base = Settings(db=f"sqlite:///{workdir / 'bench.db'}", llm="extractive")
     extractive = Services.create(base)
-    ingest([DOCS], extractive.store, record_manager(base.db))
+    ingest([DOCS], extractive.store, record_manager(base.sqlite_path))
     report("extractive", time_turns(base, extractive, args.turns))
     if args.gguf.is_file():
         gguf = base.model_copy(update={"llm": f"llamacpp:{args.gguf}"})

@@ -14,6 +14,10 @@ from typing import Any
 from langchain_classic.indexes import SQLRecordManager
 from langchain_core.indexing import index
 from langchain_core.vectorstores import VectorStore
+from sqlalchemy import create_engine
+from sqlalchemy.pool import StaticPool
+
+from agent.db import connect
 
 from loaders import LoadError, iter_files, load_file, split_documents
 
@@ -37,9 +41,11 @@ class IngestReport:
         return {key: data[key] for key in ("added", "updated", "skipped", "deleted", "failed")}
 
 
-def record_manager(db_url: str) -> SQLRecordManager:
-    """LangChain's record manager on the railgraph database (its tables are created when missing)."""
-    manager = SQLRecordManager(RECORD_NAMESPACE, db_url=db_url)
+def record_manager(path: Path) -> SQLRecordManager:
+    """LangChain's record manager in the railgraph SQLite file (its tables are created when missing)."""
+    # SQLAlchemy connects through sqlean, like the rest of railgraph (see agent.db.connect for why).
+    engine = create_engine("sqlite://", creator=lambda: connect(path), poolclass=StaticPool)
+    manager = SQLRecordManager(RECORD_NAMESPACE, engine=engine)
     manager.create_schema()
     return manager
 
