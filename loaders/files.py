@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import logging
 import re
 import unicodedata
 from collections.abc import Callable
@@ -30,6 +31,10 @@ from langchain_core.documents import Document
 from pypdf.errors import DependencyError, FileNotDecryptedError, PyPdfError, WrongPasswordError
 
 __all__ = ["SUPPORTED_SUFFIXES", "LoadError", "document_id", "load_file"]
+
+# pypdf logs font and cross-reference warnings for files it reads correctly; on stderr they would bury
+# the ingest's own one-line messages about files that really failed.
+logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 _MiB = 1024**2
 # Encoding and delimiter detection look at the start of the file only: enough to decide, and
