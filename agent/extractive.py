@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-# Sentence ends followed by space, or line breaks; good enough for prose, lists and table rows.
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*•\d])")
+# Sentence ends (with any footnote markers such as "[12]" after them) followed by space, or blank lines
+# and list items; good enough for prose, lists and table rows.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])(?:\[\d+\])*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*•\d])")
 _TERM = re.compile(r"[^\W_]+", re.UNICODE)
 # Question words that say nothing about which sentence answers it.
 _STOPWORDS = frozenset(

@@ -75,8 +75,16 @@ def ingest(
             report.failed.append({"source": error.source, "error": str(error)})
         else:
             chunks = split_documents(documents, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+            # One batch per file: with incremental cleanup, a file split over several batches would have
+            # its later chunks deleted after the first batch and added again on every re-ingest.
             result = index(
-                chunks, records, store, cleanup="incremental", source_id_key="source", key_encoder="sha256"
+                chunks,
+                records,
+                store,
+                cleanup="incremental",
+                source_id_key="source",
+                key_encoder="sha256",
+                batch_size=max(len(chunks), 1),
             )
             report.added += result["num_added"]
             report.updated += result["num_updated"]
