@@ -1,0 +1,78 @@
+"""NeMo Guardrails actions of the railgraph rails (NeMo loads this file from the config folder).
+
+Each action returns NeMo's ``RailOutcome`` (``is_blocked``, ``reason``, ``metadata``), the same
+shape as the built-in ``injection_detection`` action, so the flows read alike and ``rails.Guard``
+builds every verdict the same way. Settings come from custom keys of ``config.yml``; the work is
+done in ``rails.checks``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nemoguardrails import RailsConfig
+from nemoguardrails.actions import action
+from nemoguardrails.actions.rail_outcome import RailOutcome
+
+from rails import checks
+
+
+def _config_dir(config: RailsConfig) -> Path:
+    # NeMo joins several config folders with commas; ours is the first.
+    return Path((config.config_path or ".").split(",")[0].strip())
+
+
+def _settings(config: RailsConfig, key: str) -> dict[str, Any]:
+    value = config.custom_data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key!r} in config.yml must be a mapping, not {type(value).__name__}")
+    return value
+
+
+def _outcome(finding: checks.Finding) -> RailOutcome:
+    metadata = {"score": finding.score}
+    if finding.blocked:
+        return RailOutcome.block(reason=finding.detail, metadata=metadata)
+    return RailOutcome.allow(reason=finding.detail, metadata=metadata)
+
+
+@action(name="yara_prompt_injection", is_system_action=True)
+async def yara_prompt_injection(text: str, config: RailsConfig) -> RailOutcome:
+    """Match the prompt against ``yara/prompt_injection.yara`` (or ``yara_prompt_injection.rules``)."""
+    rules = _settings(config, "yara_prompt_injection").get("rules", "yara/prompt_injection.yara")
+    return _outcome(checks.check_yara(text or "", _config_dir(config) / rules))
+
+
+@action(name="prompt_attack_classifier", is_system_action=True)
+async def prompt_attack_classifier(text: str, config: RailsConfig) -> RailOutcome:
+    """Score the prompt with the trained classifier (``prompt_attack`` settings in config.yml)."""
+    settings = _settings(config, "prompt_attack")
+    models_dir = _config_dir(config) / settings.get("model_dir", "models")
+    threshold = settings.get("threshold")
+    return _outcome(
+        checks.check_prompt_attack(text or "", models_dir, None if threshold is None else float(threshold))
+    )
+
+
+@action(name="political_opinion_check", is_system_action=True)
+async def political_opinion_check(text: str, config: RailsConfig) -> RailOutcome:
+    """Compare the prompt with the example utterances under ``political_opinions`` in config.yml."""
+    settings = _settings(config, "political_opinions")
+    examples = settings.get("examples") or {}
+    return _outcome(
+        checks.check_political_opinion(
+            text or "",
+            opinion_examples=list(examples.get("opinion") or []),
+            factual_examples=list(examples.get("factual") or []),
+            min_similarity=float(settings.get("min_similarity", 0.5)),
+            margin=float(settings.get("margin", 0.1)),
+        )
+    )
+
+
+@action(name="citation_check", is_system_action=True)
+async def citation_check(answer: str, context: dict[str, Any] | None = None) -> RailOutcome:
+    """Check every ``[n]`` of the answer against the numbered sources in the ``sources`` context key."""
+    sources = (context or {}).get("sources") or []
+    return _outcome(checks.check_citations(answer or "", [str(source) for source in sources]))

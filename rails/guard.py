@@ -1,0 +1,299 @@
+"""``Guard``: the railgraph graph's one entry point to the NeMo Guardrails config in ``rails/``.
+
+``check_input`` runs the input rails on a question, ``check_output`` the output rails on a drafted
+answer with its numbered sources; both return a ``RailsOutcome`` with one verdict per rail that ran.
+NeMo is imported when the first ``Guard`` is built, not when this module is, so the CLI starts fast.
+
+All checks of one ``Guard`` run on a private event loop in a daemon thread: the sync methods work
+from any thread (also a worker thread of a running loop, as LangGraph uses for sync nodes) and the
+async methods never block the caller's loop with the CPU work of the rails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from nemoguardrails import LLMRails, RailsConfig
+    from nemoguardrails.rails.llm.options import ActivatedRail
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_POLICY = "acceptable use"
+_LLM_FLOWS = ("self check input", "self check output")
+# The actions.py actions behind railgraph's own flows.
+_ACTIONS = {
+    "yara prompt injection": "yara_prompt_injection",
+    "prompt attack": "prompt_attack_classifier",
+    "political opinions": "political_opinion_check",
+    "citations": "citation_check",
+}
+
+T = TypeVar("T")
+
+
+class RailVerdict(TypedDict):
+    """What one rail decided about one text."""
+
+    rail: str
+    """The rail (its flow name), e.g. ``"prompt attack"``, ``"citations"``."""
+    verdict: Literal["pass", "block", "modify"]
+    detail: str
+    """A short human-readable reason, e.g. ``"score 0.97 >= 0.88"``."""
+    score: float | None
+
+
+@dataclass
+class RailsOutcome:
+    """The result of running one kind of rails (input or output) on one text."""
+
+    blocked: bool
+    text: str
+    """The (possibly modified) text that passed; empty when blocked."""
+    verdicts: list[RailVerdict]
+    """One per rail that ran, in order; a blocking rail is the last."""
+    policy: str | None = None
+    """When blocked: the user-facing name of the policy, e.g. ``"prompt attacks"``."""
+    message: str = field(default="", repr=False)
+    """When blocked: the refusal the rails config words for it (the ``bot refuse ...`` message)."""
+
+
+class GuardConfigError(ValueError):
+    """The rails config folder is missing or cannot be loaded."""
+
+
+class Guard:
+    """Runs the rails of one NeMo Guardrails config folder (default: the packaged ``rails/``).
+
+    ``llm`` is a LangChain chat model for the optional LLM self-check rails; the default rails never
+    call a model and need none. Building a ``Guard`` loads the config once (well under a second);
+    the first check also loads MiniLM (a few seconds), see ``warm_up``.
+    """
+
+    def __init__(self, config_dir: Path | str | None = None, *, llm: BaseChatModel | None = None) -> None:
+        self.config_dir = Path(config_dir).expanduser().resolve() if config_dir else DEFAULT_CONFIG_DIR
+        config = _load_config(self.config_dir)
+        _check_config(config, self.config_dir, llm)
+        self._rails = _build_rails(config, self.config_dir, llm)
+        policies = config.custom_data.get("policies") or {}
+        self._policies: dict[str, str] = {str(k): str(v) for k, v in policies.items()}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- public API -----------------------------------------------------------------------------
+
+    def check_input(self, text: str) -> RailsOutcome:
+        """Run the input rails on a user's question (from any thread)."""
+        return self._submit(lambda: self._check_input(text)).result()
+
+    async def acheck_input(self, text: str) -> RailsOutcome:
+        """Async ``check_input``; the rails run on the Guard's own loop, not the caller's."""
+        return await asyncio.wrap_future(self._submit(lambda: self._check_input(text)))
+
+    def check_output(self, question: str, answer: str, sources: list[str]) -> RailsOutcome:
+        """Run the output rails on a drafted answer; ``sources`` are the texts of chunks ``[1..n]``."""
+        return self._submit(lambda: self._check_output(question, answer, sources)).result()
+
+    async def acheck_output(self, question: str, answer: str, sources: list[str]) -> RailsOutcome:
+        """Async ``check_output``; the rails run on the Guard's own loop, not the caller's."""
+        return await asyncio.wrap_future(self._submit(lambda: self._check_output(question, answer, sources)))
+
+    def warm_up(self) -> None:
+        """Load what the first check would load lazily (MiniLM, the example embeddings)."""
+        self.check_input("Warm-up question: what does the document say?")
+
+    def close(self) -> None:
+        """Stop the Guard's event loop thread; a later check starts a new one."""
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            loop.close()
+
+    # --- running on the private loop -------------------------------------------------------------
+
+    def _submit(self, make: Callable[[], Coroutine[Any, Any, T]]) -> concurrent.futures.Future[T]:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name="railgraph-guard", daemon=True
+                )
+                self._thread.start()
+            loop, thread = self._loop, self._thread
+        if threading.current_thread() is thread:
+            raise RuntimeError("a Guard check was started from inside a rail; that would deadlock")
+        return asyncio.run_coroutine_threadsafe(make(), loop)
+
+    async def _check_input(self, text: str) -> RailsOutcome:
+        if not isinstance(text, str):
+            raise TypeError(f"check_input needs a str, not {type(text).__name__}")
+        return await self._run("input", [{"role": "user", "content": text}], text)
+
+    async def _check_output(self, question: str, answer: str, sources: list[str]) -> RailsOutcome:
+        if not isinstance(answer, str):
+            raise TypeError(f"check_output needs the answer as a str, not {type(answer).__name__}")
+        messages = [
+            {"role": "context", "content": {"sources": [str(source) for source in sources]}},
+            {"role": "user", "content": question or ""},
+            {"role": "assistant", "content": answer},
+        ]
+        return await self._run("output", messages, answer)
+
+    async def _run(
+        self, kind: Literal["input", "output"], messages: list[dict[str, Any]], text: str
+    ) -> RailsOutcome:
+        # `state={}` keeps NeMo from caching every conversation in LLMRails.events_history_cache,
+        # which otherwise grows by one entry (holding the full texts) per call, forever.
+        response = await self._rails.generate_async(
+            messages=messages,
+            options={"rails": [kind], "log": {"activated_rails": True}},
+            state={},
+        )
+        reply = response.response[-1] if isinstance(response.response, list) and response.response else {}
+        activated = [
+            rail for rail in (response.log.activated_rails if response.log else []) if rail.type == kind
+        ]
+        verdicts = [_verdict(rail) for rail in activated]
+        blocker = next((v["rail"] for v in verdicts if v["verdict"] == "block"), None)
+        if blocker is None and reply.get("role") == "exception":
+            blocker = verdicts[-1]["rail"] if verdicts else kind + " rails"
+        if blocker is not None:
+            message = reply.get("content") if isinstance(reply.get("content"), str) else ""
+            policy = self._policies.get(blocker, DEFAULT_POLICY)
+            return RailsOutcome(
+                blocked=True, text="", verdicts=verdicts, policy=policy, message=message or ""
+            )
+        content = reply.get("content")
+        return RailsOutcome(
+            blocked=False, text=content if isinstance(content, str) else text, verdicts=verdicts
+        )
+
+
+# --- building the rails ---------------------------------------------------------------------------
+
+
+def _load_config(config_dir: Path) -> RailsConfig:
+    if not config_dir.is_dir():
+        raise GuardConfigError(
+            f"rails config folder {config_dir} does not exist: point RAILGRAPH_RAILS_CONFIG (or Guard's "
+            "config_dir) at a folder holding config.yml, or leave it unset to use the packaged rails/ folder"
+        )
+    if not any((config_dir / name).is_file() for name in ("config.yml", "config.yaml")):
+        raise GuardConfigError(
+            f"rails config folder {config_dir} has no config.yml: copy the packaged rails/ folder "
+            "as a starting point, or leave RAILGRAPH_RAILS_CONFIG unset to use it"
+        )
+    # NeMo reports usage to NVIDIA unless told not to; railgraph runs offline by default.
+    os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
+    from nemoguardrails import RailsConfig
+
+    try:
+        config = RailsConfig.from_path(str(config_dir))
+    except Exception as exc:
+        raise GuardConfigError(
+            f"rails config in {config_dir} cannot be loaded: {exc}. Fix config.yml or the .co files."
+        ) from exc
+    injection = getattr(config.rails.config, "injection_detection", None)
+    if injection is not None and injection.yara_path and not Path(injection.yara_path).is_absolute():
+        injection.yara_path = str(config_dir / injection.yara_path)
+    return config
+
+
+def _check_config(config: RailsConfig, config_dir: Path, llm: BaseChatModel | None) -> None:
+    """Load what the configured rails need now, so a broken file fails here with its name."""
+    from rails import checks
+
+    flows = set(config.rails.input.flows) | set(config.rails.output.flows)
+    custom = config.custom_data
+    needs_llm = sorted(flows & set(_LLM_FLOWS))
+    if needs_llm and llm is None:
+        raise GuardConfigError(
+            f"{config_dir / 'config.yml'} enables {', '.join(needs_llm)}, which calls a chat model: "
+            "pass one as Guard(llm=...) or remove those flows"
+        )
+    try:
+        if "yara prompt injection" in flows:
+            rules = (custom.get("yara_prompt_injection") or {}).get("rules", "yara/prompt_injection.yara")
+            checks.compiled_rules(str(config_dir / rules))
+        if "prompt attack" in flows:
+            model_dir = (custom.get("prompt_attack") or {}).get("model_dir", "models")
+            checks.classifier(str(config_dir / model_dir))
+        injection = getattr(config.rails.config, "injection_detection", None)
+        if "injection detection" in flows and injection is not None and injection.yara_path:
+            # NeMo logs a broken rule file and then lets every answer through; fail here instead.
+            import yara
+
+            yara_dir = Path(injection.yara_path)
+            yara.compile(filepaths={name: str(yara_dir / f"{name}.yara") for name in injection.injections})
+    except Exception as exc:
+        raise GuardConfigError(f"rails config in {config_dir}: {exc}") from exc
+
+
+def _build_rails(config: RailsConfig, config_dir: Path, llm: BaseChatModel | None) -> LLMRails:
+    from nemoguardrails import LLMRails
+
+    try:
+        if llm is None:
+            rails = LLMRails(config)
+        else:
+            from nemoguardrails.integrations.langchain.llm_adapter import LangChainLLMAdapter
+
+            rails = LLMRails(config, llm=LangChainLLMAdapter(llm))
+    except Exception as exc:
+        raise GuardConfigError(f"rails config in {config_dir} is invalid: {exc}") from exc
+    # NeMo only finds out at call time that an action is missing (and then answers "internal error").
+    flows = [*config.rails.input.flows, *config.rails.output.flows]
+    registered = set(rails.runtime.action_dispatcher.registered_actions)
+    missing = sorted(
+        _ACTIONS[flow] for flow in flows if flow in _ACTIONS and _ACTIONS[flow] not in registered
+    )
+    if missing:
+        raise GuardConfigError(
+            f"rails config in {config_dir} has no action {', '.join(missing)}: copy actions.py from the "
+            "packaged rails/ folder next to its config.yml"
+        )
+    return rails
+
+
+# --- verdicts -------------------------------------------------------------------------------------
+
+
+def _verdict(rail: ActivatedRail) -> RailVerdict:
+    """One verdict from NeMo's log of an activated rail and its actions' ``RailOutcome``."""
+    outcome = next(
+        (a.return_value for a in reversed(rail.executed_actions) if hasattr(a.return_value, "decision")),
+        None,
+    )
+    metadata: dict[str, Any] = dict(getattr(outcome, "metadata", None) or {})
+    detail = getattr(outcome, "reason", None) or ""
+    if not detail and "detections" in metadata:
+        detections = metadata["detections"] or []
+        detail = "matched " + ", ".join(detections) if detections else "no rule matched"
+    if not detail and outcome is not None:
+        detail = f"decision: {getattr(outcome.decision, 'value', outcome.decision)}"
+    if rail.stop:
+        verdict: Literal["pass", "block", "modify"] = "block"
+        if outcome is None or not getattr(outcome, "is_blocked", False):
+            # NeMo turns an action that raised into "internal error" and stops: fail closed.
+            detail = detail or "the rail failed (internal error, see the log)"
+    elif getattr(outcome, "is_transform", False):
+        verdict = "modify"
+    else:
+        verdict = "pass"
+    score = metadata.get("score")
+    return RailVerdict(
+        rail=rail.name,
+        verdict=verdict,
+        detail=detail or ", ".join(rail.decisions),
+        score=float(score) if isinstance(score, int | float) else None,
+    )
