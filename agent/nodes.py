@@ -60,7 +60,7 @@ def input_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     outcome = services.guard.check_input(question)
     turn["rails"] = list(outcome.verdicts)
     if outcome.blocked:
-        return turn | {"status": "blocked", "refusal_policy": outcome.policy or "content policy"}
+        return turn | {"status": "blocked", "refusal_policy": outcome.policy or "acceptable use"}
     return turn | {"question": outcome.text}
 
 
@@ -126,7 +126,7 @@ def output_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     )
     rails = state.get("rails", []) + list(outcome.verdicts)
     if outcome.blocked:
-        return {"rails": rails, "status": "blocked", "refusal_policy": outcome.policy or "content policy"}
+        return {"rails": rails, "status": "blocked", "refusal_policy": outcome.policy or "acceptable use"}
     return {"rails": rails, "draft": outcome.text}
 
 

@@ -152,6 +152,8 @@ def check_political_opinion(
 # --- citations ----------------------------------------------------------------------------------
 
 _CITATION = re.compile(r"\[(\d+(?:\s*[,\u2013-]\s*\d+)*)\]")
+# Text between curly quotes is quoted from a source; brackets inside it are the source's, not citations.
+_QUOTED = re.compile(r"\u201c[^\u201d]*\u201d")
 
 
 def _numbers(group: str) -> list[int]:
@@ -180,7 +182,7 @@ def check_citations(answer: str, sources: Sequence[str]) -> Finding:
     count = len(sources)
     cited: list[int] = []
     copied: list[str] = []
-    for match in _CITATION.finditer(answer):
+    for match in _CITATION.finditer(_QUOTED.sub(" ", answer)):
         numbers = _numbers(match.group(1))
         if any(not 1 <= n <= count for n in numbers) and any(match.group(0) in source for source in sources):
             copied += [match.group(0)] if match.group(0) not in copied else []

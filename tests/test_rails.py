@@ -239,6 +239,14 @@ def test_footnote_markers_quoted_from_a_source_are_not_citations(guard: Guard) -
     assert guard.check_output("How many caps?", "Roberts won fifteen caps [67].", sources).blocked
 
 
+def test_brackets_inside_a_quoted_sentence_are_not_citations(guard: Guard) -> None:
+    sources = [*SOURCES, "He was born in Bangor,[1] and grew up in Barmouth.[2]"]
+    quoted = "\u201cHe was born in Bangor,[1] and grew up in Barmouth.\u201d [4]"
+    outcome = guard.check_output("Where was he born?", quoted, sources)
+    assert outcome.verdicts[0]["detail"] == "cites [4] of 4 sources"
+    assert guard.check_output("Where was he born?", "\u201cBorn in Bangor.\u201d [9]", sources).blocked
+
+
 def test_citation_forms() -> None:
     assert cited_numbers("a [1] b [2, 3] c [4-6] d [1] e [x] f [2020-1999]") == [1, 2, 3, 4, 5, 6, 2020, 1999]
 
