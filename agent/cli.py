@@ -48,13 +48,13 @@ def _settings(db: str | None) -> Settings:
     return Settings(db=db) if db else Settings()
 
 
-def _agent(settings: Settings):  # noqa: ANN202 - import kept lazy so `--help` stays fast
+def _agent(settings: Settings):
     from agent.graph import build_agent
 
     return build_agent(settings)
 
 
-def _services(settings: Settings):  # noqa: ANN202
+def _services(settings: Settings):
     from agent.services import services_for
 
     return services_for(settings)
@@ -277,7 +277,13 @@ def review_edit(
     as_json: JsonOption = False,
 ) -> None:
     """Send a corrected answer instead of the draft."""
-    _decide(review_id, {"type": "edit", "args": {"action": "answer", "args": {"draft": text}}}, db, reviewer, as_json)
+    _decide(
+        review_id,
+        {"type": "edit", "args": {"action": "answer", "args": {"draft": text}}},
+        db,
+        reviewer,
+        as_json,
+    )
 
 
 @review_app.command("reject")

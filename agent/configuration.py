@@ -77,7 +77,5 @@ class Settings(BaseSettings):
         """The file behind a ``sqlite:///`` URL; other schemes are not served by this version."""
         prefix = "sqlite:///"
         if not self.db.startswith(prefix):
-            raise ValueError(
-                f"RAILGRAPH_DB={self.db!r} is not supported yet: use a sqlite:///path/to/file.db URL."
-            )
+            raise ValueError(f"RAILGRAPH_DB={self.db!r} is not supported yet: use a sqlite:///path/to/file.db URL.")
         return Path(self.db[len(prefix) :]).expanduser()

@@ -21,7 +21,7 @@ def minilm_path() -> Path:
 
 
 @cache
-def _sentence_transformer():  # noqa: ANN202 - sentence_transformers is imported lazily
+def _sentence_transformer():
     # The weights are local; these stop transformers from asking a hub about them.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -46,9 +46,7 @@ class MiniLMEmbeddings(Embeddings):
         model = _sentence_transformer()
         # torch modules are not safe to call from several threads at once.
         with self._lock:
-            vectors = model.encode(
-                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
-            )
+            vectors = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
         return vectors.astype(np.float32)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

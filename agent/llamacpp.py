@@ -243,9 +243,7 @@ class ChatLlamaCpp(BaseChatModel):
             raise self._error(response["error"])
         choice = response["choices"][0]
         reply = choice["message"]
-        additional = (
-            {"reasoning_content": reply["reasoning_content"]} if reply.get("reasoning_content") else {}
-        )
+        additional = {"reasoning_content": reply["reasoning_content"]} if reply.get("reasoning_content") else {}
         message = AIMessage(
             content=reply.get("content") or "",
             additional_kwargs=additional,
@@ -302,9 +300,7 @@ class ChatLlamaCpp(BaseChatModel):
             usage = self._usage(item.get("usage"))
             if usage is None:
                 return None
-            return ChatGenerationChunk(
-                message=AIMessageChunk(content="", usage_metadata=usage, chunk_position="last")
-            )
+            return ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage, chunk_position="last"))
         choice = item["choices"][0]
         delta = choice.get("delta", {})
         content = delta.get("content") or ""

@@ -19,8 +19,7 @@ OLLAMA_DEFAULT_PORT = 11434
 # Long enough for a local server on a busy machine, short enough that ``auto`` never feels slow.
 PROBE_TIMEOUT_S = 0.5
 INSTALL_HINT = (
-    "install Ollama (https://ollama.com) and run `ollama pull llama3.2`, "
-    "or set RAILGRAPH_LLM=llamacpp:/path/model.gguf"
+    "install Ollama (https://ollama.com) and run `ollama pull llama3.2`, or set RAILGRAPH_LLM=llamacpp:/path/model.gguf"
 )
 SPEC_FORMS = "auto, extractive, ollama:<model>, llamacpp:<path.gguf> or provider:model"
 
@@ -80,8 +79,7 @@ def _probe_ollama(base_url: str) -> _OllamaProbe:
     except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
         return _OllamaProbe(
             None,
-            f"the server at {base_url} does not answer like Ollama "
-            f"(GET /api/tags gave HTTP {response.status_code})",
+            f"the server at {base_url} does not answer like Ollama (GET /api/tags gave HTTP {response.status_code})",
         )
     return _OllamaProbe([name for name in names if name], "")
 
@@ -147,9 +145,7 @@ def _llamacpp(spec: str, path: str, max_tokens: int) -> ChatModelChoice:
         model.load()
     except ValueError as exc:
         raise ModelUnavailable(f"RAILGRAPH_LLM={spec}: {exc}") from exc
-    return ChatModelChoice(
-        model, f"llamacpp:{model.model_path}", f"asked for {spec}; runs in-process with llama.cpp"
-    )
+    return ChatModelChoice(model, f"llamacpp:{model.model_path}", f"asked for {spec}; runs in-process with llama.cpp")
 
 
 def _init_chat_model(spec: str, max_tokens: int) -> ChatModelChoice:
@@ -166,9 +162,7 @@ def _init_chat_model(spec: str, max_tokens: int) -> ChatModelChoice:
     return ChatModelChoice(model, spec, f"asked for {spec}; made by LangChain's init_chat_model")
 
 
-def resolve_chat_model(
-    spec: str, *, ollama_host: str, ollama_model: str, max_tokens: int = 512
-) -> ChatModelChoice:
+def resolve_chat_model(spec: str, *, ollama_host: str, ollama_model: str, max_tokens: int = 512) -> ChatModelChoice:
     """The chat model named by ``spec`` (the ``RAILGRAPH_LLM`` setting), with a reason for the user.
 
     ``auto``: Ollama at ``ollama_host`` if it answers and has ``ollama_model``, else extractive mode

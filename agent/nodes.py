@@ -139,7 +139,9 @@ def _review_request(state: AgentState) -> dict[str, Any]:
             "args": {"question": state["question"], "draft": state["draft"], "sources": state["sources"]},
         },
         "config": {"allow_ignore": True, "allow_respond": True, "allow_edit": True, "allow_accept": True},
-        "description": f"**Question**\n\n{state['question']}\n\n**Draft**\n\n{state['draft']}\n\n**Sources**\n\n{sources}",
+        "description": (
+            f"**Question**\n\n{state['question']}\n\n**Draft**\n\n{state['draft']}\n\n**Sources**\n\n{sources}"
+        ),
         "rails": state.get("rails", []),
     }
 
@@ -150,9 +152,7 @@ def approval(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     review_id = state["turn_id"][:12]
     request = _review_request(state)
     # This node runs again from the top on resume: submitting is idempotent, so the queue gets one row.
-    services.reviews.submit(
-        review_id, config["configurable"]["thread_id"], state["question"], state["draft"], request
-    )
+    services.reviews.submit(review_id, config["configurable"]["thread_id"], state["question"], state["draft"], request)
     response = interrupt([request])
     if isinstance(response, list):
         response = response[0]
@@ -161,7 +161,10 @@ def approval(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         outcome: dict[str, Any] = {"answer": state["draft"], "status": "answered"}
         status = "approved"
     elif kind == "edit":
-        outcome = {"answer": args["args"]["draft"] if isinstance(args, dict) else str(args), "status": "answered"}
+        outcome = {
+            "answer": args["args"]["draft"] if isinstance(args, dict) else str(args),
+            "status": "answered",
+        }
         status = "edited"
     elif kind == "response":
         outcome = {"answer": str(args), "status": "answered"}

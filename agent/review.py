@@ -70,9 +70,7 @@ class ReviewQueue:
 
     def pending(self) -> list[Review]:
         """Pending reviews, oldest first."""
-        rows = self.db.query(
-            f"SELECT {self._COLUMNS} FROM reviews WHERE status = 'pending' ORDER BY created_at, rowid"
-        )
+        rows = self.db.query(f"SELECT {self._COLUMNS} FROM reviews WHERE status = 'pending' ORDER BY created_at, rowid")
         return [self._review(row) for row in rows]
 
     def decide(

@@ -132,7 +132,10 @@ class ChunkStore(VectorStore):
         if not best:
             return []
         marks = ",".join("?" * len(best))
-        rows = {row[0]: row for row in self.db.query(f"SELECT {_COLUMNS} FROM chunks c WHERE c.rowid IN ({marks})", tuple(best))}
+        rows = {
+            row[0]: row
+            for row in self.db.query(f"SELECT {_COLUMNS} FROM chunks c WHERE c.rowid IN ({marks})", tuple(best))
+        }
         results = []
         for rowid in best:
             document = self._document(rows[rowid])
@@ -144,7 +147,8 @@ class ChunkStore(VectorStore):
     def _vector_ranks(self, query: str, depth: int) -> dict[int, int]:
         vector = np.asarray(self._embeddings.embed_query(query), dtype=np.float32).tobytes()
         rows = self.db.query(
-            "SELECT rowid FROM chunks_vec WHERE embedding MATCH ? AND k = ? ORDER BY distance", (vector, depth)
+            "SELECT rowid FROM chunks_vec WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+            (vector, depth),
         )
         return {row[0]: rank for rank, row in enumerate(rows, start=1)}
 
@@ -153,16 +157,15 @@ class ChunkStore(VectorStore):
         if not match:
             return {}
         rows = self.db.query(
-            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?", (match, depth)
+            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
+            (match, depth),
         )
         return {row[0]: rank for rank, row in enumerate(rows, start=1)}
 
     @staticmethod
     def _document(row: Any) -> Document:
         metadata = json.loads(row[9])
-        metadata.update(
-            doc_id=row[2], source=row[3], page=row[4], start_index=row[5], end_index=row[6], title=row[7]
-        )
+        metadata.update(doc_id=row[2], source=row[3], page=row[4], start_index=row[5], end_index=row[6], title=row[7])
         return Document(id=row[1], page_content=row[8], metadata=metadata)
 
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:

@@ -64,7 +64,9 @@ def time_turns(settings: Settings, services: Services, turns: int) -> dict[str, 
         per_node: dict[str, float] = {}
         begin = time.perf_counter()
         for event in graph.stream(
-            {"messages": [HumanMessage(question)]}, {"configurable": {"thread_id": f"bench-{turn}"}}, stream_mode="debug"
+            {"messages": [HumanMessage(question)]},
+            {"configurable": {"thread_id": f"bench-{turn}"}},
+            stream_mode="debug",
         ):
             name = event["payload"].get("name")
             if event["type"] == "task":
@@ -101,7 +103,10 @@ def main() -> None:
     report("extractive", time_turns(base, extractive, args.turns))
     if args.gguf.is_file():
         gguf = base.model_copy(update={"llm": f"llamacpp:{args.gguf}"})
-        report(f"llamacpp {args.gguf.name}", time_turns(gguf, Services.create(gguf, guard=extractive.guard), args.turns))
+        report(
+            f"llamacpp {args.gguf.name}",
+            time_turns(gguf, Services.create(gguf, guard=extractive.guard), args.turns),
+        )
 
 
 if __name__ == "__main__":

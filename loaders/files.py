@@ -248,9 +248,7 @@ def _explain(exc: Exception, source: str, suffix: str) -> LoadError:
     root = _root_cause(exc)
     detail = f"{type(root).__name__}: {root}"
     if isinstance(root, WrongPasswordError):
-        return LoadError(
-            source, f"wrong PDF password ({detail})", "check the value given with --pdf-password"
-        )
+        return LoadError(source, f"wrong PDF password ({detail})", "check the value given with --pdf-password")
     if isinstance(root, FileNotDecryptedError):
         return LoadError(
             source, "the PDF is encrypted and no password was given", "pass --pdf-password with its password"
@@ -277,9 +275,7 @@ def _check_file(path: Path, source: str, max_bytes: int) -> None:
     try:
         stat = path.stat()
         if path.is_dir():
-            raise LoadError(
-                source, "is a directory, not a file", "ingest the folder to load every file in it"
-            )
+            raise LoadError(source, "is a directory, not a file", "ingest the folder to load every file in it")
         if not path.is_file():
             raise LoadError(source, "is not a regular file", "give the path of a regular file")
         if stat.st_size == 0:

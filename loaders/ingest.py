@@ -18,7 +18,6 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
 from agent.db import connect
-
 from loaders import LoadError, iter_files, load_file, split_documents
 
 RECORD_NAMESPACE = "railgraph/chunks"

@@ -10,9 +10,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 __all__ = ["split_documents"]
 
 
-def split_documents(
-    docs: list[Document], *, chunk_size: int = 1000, chunk_overlap: int = 150
-) -> list[Document]:
+def split_documents(docs: list[Document], *, chunk_size: int = 1000, chunk_overlap: int = 150) -> list[Document]:
     """Split Documents into chunks of at most ``chunk_size`` characters, ``chunk_overlap`` shared.
 
     Each chunk keeps its parent's metadata and gains ``start_index`` and ``end_index`` (so that
@@ -20,9 +18,7 @@ def split_documents(
     position among all chunks of its ``source`` (counted across pages, in the order given).
     Whitespace-only chunks are dropped.
     """
-    splitter = RecursiveCharacterTextSplitter(
-        chunk_size=chunk_size, chunk_overlap=chunk_overlap, add_start_index=True
-    )
+    splitter = RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, add_start_index=True)
     per_source: Counter[str] = Counter()
     chunks: list[Document] = []
     for chunk in splitter.split_documents(docs):

@@ -34,9 +34,7 @@ def _walk(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Iterato
         relative_folder = PurePosixPath(Path(folder).relative_to(root).as_posix())
         # Prune in place so that os.walk never descends into hidden or excluded folders.
         dirnames[:] = [
-            name
-            for name in dirnames
-            if not name.startswith(".") and not _matches(str(relative_folder / name), exclude)
+            name for name in dirnames if not name.startswith(".") and not _matches(str(relative_folder / name), exclude)
         ]
         for name in filenames:
             relative = relative_folder / name
@@ -52,9 +50,7 @@ def _walk(root: Path, include: Sequence[str], exclude: Sequence[str]) -> Iterato
         yield root / relative
 
 
-def iter_files(
-    paths: Sequence[Path], *, include: Sequence[str] = (), exclude: Sequence[str] = ()
-) -> Iterator[Path]:
+def iter_files(paths: Sequence[Path], *, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> Iterator[Path]:
     """Every file to load from ``paths``, each once.
 
     A path that is not a directory is yielded as given, whatever the globs say and whether it exists

@@ -50,9 +50,7 @@ async def prompt_attack_classifier(text: str, config: RailsConfig) -> RailOutcom
     settings = _settings(config, "prompt_attack")
     models_dir = _config_dir(config) / settings.get("model_dir", "models")
     threshold = settings.get("threshold")
-    return _outcome(
-        checks.check_prompt_attack(text or "", models_dir, None if threshold is None else float(threshold))
-    )
+    return _outcome(checks.check_prompt_attack(text or "", models_dir, None if threshold is None else float(threshold)))
 
 
 @action(name="political_opinion_check", is_system_action=True)

@@ -59,9 +59,7 @@ def yara_matches(text: str, rules_path: Path) -> list[str]:
     names = [match.rule for match in rules.match(data=text.encode("utf-8", "surrogatepass"))]
     cleaned = normalise(text)
     if cleaned != text:
-        names += [
-            m.rule for m in rules.match(data=cleaned.encode("utf-8", "surrogatepass")) if m.rule not in names
-        ]
+        names += [m.rule for m in rules.match(data=cleaned.encode("utf-8", "surrogatepass")) if m.rule not in names]
     return names
 
 

@@ -125,9 +125,7 @@ class Guard:
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(
-                    target=self._loop.run_forever, name="railgraph-guard", daemon=True
-                )
+                self._thread = threading.Thread(target=self._loop.run_forever, name="railgraph-guard", daemon=True)
                 self._thread.start()
             loop, thread = self._loop, self._thread
         if threading.current_thread() is thread:
@@ -149,9 +147,7 @@ class Guard:
         ]
         return await self._run("output", messages, answer)
 
-    async def _run(
-        self, kind: Literal["input", "output"], messages: list[dict[str, Any]], text: str
-    ) -> RailsOutcome:
+    async def _run(self, kind: Literal["input", "output"], messages: list[dict[str, Any]], text: str) -> RailsOutcome:
         # `state={}` keeps NeMo from caching every conversation in LLMRails.events_history_cache,
         # which otherwise grows by one entry (holding the full texts) per call, forever.
         response = await self._rails.generate_async(
@@ -160,9 +156,7 @@ class Guard:
             state={},
         )
         reply = response.response[-1] if isinstance(response.response, list) and response.response else {}
-        activated = [
-            rail for rail in (response.log.activated_rails if response.log else []) if rail.type == kind
-        ]
+        activated = [rail for rail in (response.log.activated_rails if response.log else []) if rail.type == kind]
         verdicts = [_verdict(rail) for rail in activated]
         blocker = next((v["rail"] for v in verdicts if v["verdict"] == "block"), None)
         if blocker is None and reply.get("role") == "exception":
@@ -170,13 +164,9 @@ class Guard:
         if blocker is not None:
             message = reply.get("content") if isinstance(reply.get("content"), str) else ""
             policy = self._policies.get(blocker, DEFAULT_POLICY)
-            return RailsOutcome(
-                blocked=True, text="", verdicts=verdicts, policy=policy, message=message or ""
-            )
+            return RailsOutcome(blocked=True, text="", verdicts=verdicts, policy=policy, message=message or "")
         content = reply.get("content")
-        return RailsOutcome(
-            blocked=False, text=content if isinstance(content, str) else text, verdicts=verdicts
-        )
+        return RailsOutcome(blocked=False, text=content if isinstance(content, str) else text, verdicts=verdicts)
 
 
 # --- building the rails ---------------------------------------------------------------------------
@@ -254,9 +244,7 @@ def _build_rails(config: RailsConfig, config_dir: Path, llm: BaseChatModel | Non
     # NeMo only finds out at call time that an action is missing (and then answers "internal error").
     flows = [*config.rails.input.flows, *config.rails.output.flows]
     registered = set(rails.runtime.action_dispatcher.registered_actions)
-    missing = sorted(
-        _ACTIONS[flow] for flow in flows if flow in _ACTIONS and _ACTIONS[flow] not in registered
-    )
+    missing = sorted(_ACTIONS[flow] for flow in flows if flow in _ACTIONS and _ACTIONS[flow] not in registered)
     if missing:
         raise GuardConfigError(
             f"rails config in {config_dir} has no action {', '.join(missing)}: copy actions.py from the "

@@ -66,9 +66,7 @@ class PromptAttackModel:
         weights, meta = models_dir / WEIGHTS_FILE, models_dir / METADATA_FILE
         for path in (weights, meta):
             if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing: run `python -m rails.train` to build the classifier"
-                )
+                raise FileNotFoundError(f"{path} is missing: run `python -m rails.train` to build the classifier")
         with np.load(weights) as data:
             coef = np.asarray(data["coef"], dtype=np.float32).reshape(-1)
             intercept = float(np.asarray(data["intercept"]).reshape(-1)[0])

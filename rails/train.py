@@ -49,8 +49,7 @@ FOLDS = 5
 SEED = 0
 DEFAULT_TARGET_FPR = 0.01
 DEFAULT_DATA = (
-    Path(os.environ.get("RAILGRAPH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    / "guard"
+    Path(os.environ.get("RAILGRAPH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "guard"
 )
 
 
@@ -89,9 +88,7 @@ def rates(scores: np.ndarray, labels: list[str], threshold: float) -> dict[str, 
     """TPR on attacks, FPR on benign and the block rate of each label at ``threshold``."""
     blocked = scores >= threshold
     attack = np.array([is_attack(label) for label in labels])
-    per_label = {
-        label: round(float(blocked[np.array(labels) == label].mean()), 4) for label in sorted(set(labels))
-    }
+    per_label = {label: round(float(blocked[np.array(labels) == label].mean()), 4) for label in sorted(set(labels))}
     return {
         "tpr": round(float(blocked[attack].mean()), 4),
         "fpr": round(float(blocked[~attack].mean()), 4),
@@ -136,9 +133,7 @@ def train(data_dir: Path, out_dir: Path, target_fpr: float = DEFAULT_TARGET_FPR)
     rest = [(i, w) for i, windows in enumerate(dev_windows) if dev_scores[i] < threshold for w in windows[1:]]
     log.info("scoring %d dev prompts (%d first windows, %d more)", len(dev_rows), len(dev_rows), len(rest))
     if rest:
-        np.maximum.at(
-            dev_scores, np.array([i for i, _ in rest]), scorer.window_scores(_embed([w for _, w in rest]))
-        )
+        np.maximum.at(dev_scores, np.array([i for i, _ in rest]), scorer.window_scores(_embed([w for _, w in rest])))
 
     oof_rates = rates(oof, [row["label"] for row in train_rows], threshold)
     metadata: dict[str, Any] = {

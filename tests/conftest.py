@@ -9,9 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("RAILGRAPH_SHARED_DATA", REPO.parent / "shared" / "data"))
-TEST_GGUF = Path(
-    os.environ.get("RAILGRAPH_TEST_GGUF", REPO / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
-)
+TEST_GGUF = Path(os.environ.get("RAILGRAPH_TEST_GGUF", REPO / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 
 @pytest.fixture(scope="session")

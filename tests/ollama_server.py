@@ -88,9 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
         model = request.get("model", "")
         if _without_latest(model) not in {_without_latest(n) for n in self.server.model_names}:
             # Ollama's own answer for a model that was never pulled.
-            self._send_json(
-                {"error": f"model '{model}' not found, try pulling it first"}, HTTPStatus.NOT_FOUND
-            )
+            self._send_json({"error": f"model '{model}' not found, try pulling it first"}, HTTPStatus.NOT_FOUND)
             return
         options = request.get("options") or {}
         kwargs = {OPTION_NAMES[k]: v for k, v in options.items() if k in OPTION_NAMES}
@@ -130,14 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
             "eval_duration": total_ns,
         }
 
-    def _chat(
-        self, model: str, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> None:
+    def _chat(self, model: str, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> None:
         started = time.perf_counter()
         try:
-            reply = sum(
-                self.server.chat_model.stream(messages, stop=stop, **kwargs), AIMessageChunk(content="")
-            )
+            reply = sum(self.server.chat_model.stream(messages, stop=stop, **kwargs), AIMessageChunk(content=""))
         except Exception as exc:  # the model's error goes to the client, as Ollama reports its own
             self._send_json({"error": str(exc)}, HTTPStatus.INTERNAL_SERVER_ERROR)
             return

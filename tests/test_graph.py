@@ -38,7 +38,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, documents_dir: Path) -> tup
     settings = Settings(db=f"sqlite:///{root / 'railgraph.db'}", llm="extractive")
     services = services_for(settings)
     docs = documents_dir / "unstructured_example_docs"
-    report = ingest([docs / "norwich-city.txt", docs / "fake-text.txt", note], services.store, record_manager(settings.sqlite_path))
+    report = ingest(
+        [docs / "norwich-city.txt", docs / "fake-text.txt", note],
+        services.store,
+        record_manager(settings.sqlite_path),
+    )
     assert not report.failed and report.added > 5
     return settings, root
 

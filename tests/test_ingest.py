@@ -20,7 +20,9 @@ def store(tmp_path: Path) -> ChunkStore:
 
 def test_reingest_of_unchanged_files_adds_and_deletes_nothing(store: ChunkStore, documents_dir: Path) -> None:
     # csv-with-long-lines.csv gives 150 chunks: more than LangChain's default indexing batch of 100.
-    files = [documents_dir / "unstructured_example_docs" / name for name in ("csv-with-long-lines.csv", "fake-text.txt")]
+    files = [
+        documents_dir / "unstructured_example_docs" / name for name in ("csv-with-long-lines.csv", "fake-text.txt")
+    ]
     records = record_manager(store.db.path)
     first = ingest(files, store, records)
     assert first.added == first.chunks > 100 and store.count() == first.added

@@ -163,9 +163,7 @@ def test_every_document(documents_dir: Path, name: str) -> None:
         (f"{UNSTRUCTURED}/pdf_password.pdf", "password", "File with password"),
     ],
 )
-def test_encrypted_pdf_opens_with_its_password(
-    documents_dir: Path, name: str, password: str, text: str
-) -> None:
+def test_encrypted_pdf_opens_with_its_password(documents_dir: Path, name: str, password: str, text: str) -> None:
     path = documents_dir / name
     docs = load_file(path, pdf_password=password)
     assert_well_formed(docs, path)
