@@ -17,52 +17,7 @@ _SENTENCE_BREAK = re.compile(r"(?<=[.!?])(?:\[\d+\])*\s+(?=[\"'(\[]?[A-Z0-9])|\n
 _TERM = re.compile(r"[^\W_]+", re.UNICODE)
 # Question words that say nothing about which sentence answers it.
 _STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "i",
-        "in",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "the",
-        "their",
-        "this",
-        "to",
-        "was",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
+    ["a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "has", "have", "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "the", "their", "this", "to", "was", "were", "what", "when", "where", "which", "who", "whom", "whose", "why", "will", "with", "you", "your"]
 )
 # Below this score a sentence is noise rather than an answer (MiniLM cosine plus term overlap).
 RELEVANCE_FLOOR = 0.45
