@@ -45,7 +45,17 @@ ReviewerOption = Annotated[
 
 
 def _settings(db: str | None) -> Settings:
-    return Settings(db=db) if db else Settings()
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings(db=db) if db else Settings()
+        settings.sqlite_path  # noqa: B018 - rejects a database URL this version cannot open
+    except ValidationError as error:
+        problems = "; ".join(f"RAILGRAPH_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        raise _fail(f"invalid settings ({problems}); see the configuration table in README.md") from error
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    return settings
 
 
 def _agent(settings: Settings):
@@ -69,14 +79,19 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _announce_model(settings: Settings) -> None:
+def _prepare(settings: Settings, *, announce: bool) -> None:
+    """Load the rails and the chat model before the first turn, so a bad setting fails clearly up front."""
     from agent.models import ModelUnavailable
+    from rails import GuardConfigError
 
+    services = _services(settings)
     try:
-        choice = _services(settings).chat
-    except ModelUnavailable as error:
+        choice = services.chat
+        services.guard  # noqa: B018
+    except (ModelUnavailable, GuardConfigError) as error:
         raise _fail(str(error)) from error
-    err.print(f"[dim]chat model:[/dim] [bold]{choice.name}[/bold] [dim]({choice.reason})[/dim]")
+    if announce:
+        err.print(f"[dim]chat model:[/dim] [bold]{choice.name}[/bold] [dim]({choice.reason})[/dim]")
 
 
 def _print_sources(result: dict[str, Any]) -> None:
@@ -174,11 +189,10 @@ def ask(
     """Ask one question (non-interactive); --json prints status, answer, sources, rails and thread_id."""
     settings = _settings(db)
     thread_id = thread or uuid.uuid4().hex
+    _prepare(settings, announce=not as_json)
     if as_json:
-        _services(settings).chat  # noqa: B018 - resolves the model so an unreachable one fails clearly
         _print_json(_run_turn(settings, question, thread_id, stream=False))
         return
-    _announce_model(settings)
     _run_turn(settings, question, thread_id, stream=True)
     err.print(f"[dim]thread: {thread_id}[/dim]")
 
@@ -188,7 +202,7 @@ def chat(thread: ThreadOption = None, db: DbOption = None) -> None:
     """Talk with your documents; the conversation is kept and resumes with --thread."""
     settings = _settings(db)
     thread_id = thread or uuid.uuid4().hex
-    _announce_model(settings)
+    _prepare(settings, announce=True)
     graph = _agent(settings)
     history = graph.get_state({"configurable": {"thread_id": thread_id}}).values.get("messages", [])
     err.print(
@@ -307,7 +321,7 @@ def doctor(db: DbOption = None) -> None:
     services = _services(settings)
     out.print(f"{'chunks':20} {services.store.count()}")
     out.print(f"{'pending reviews':20} {len(services.reviews.pending())}")
-    _announce_model(settings)
+    _prepare(settings, announce=True)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ from langchain_core.embeddings import Embeddings
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])(?:\[\d+\])*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*•\d])")
 _TERM = re.compile(r"[^\W_]+", re.UNICODE)
 # Question words that say nothing about which sentence answers it.
-_STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "has", "have", "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "the", "their", "this", "to", "was", "were", "what", "when", "where", "which", "who", "whom", "whose", "why", "will", "with", "you", "your"]
+_STOPWORD_TEXT = (
+    "a an and are as at be by did do does for from has have how i in is it its me "
+    "my of on or the their this to was were what when where which who whom whose why will with you your"
 )
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 # Below this score a sentence is noise rather than an answer (MiniLM cosine plus term overlap).
 RELEVANCE_FLOOR = 0.45
 # Sentences scoring under this share of the best one are left out rather than padding the answer.

@@ -97,3 +97,20 @@ def test_help_explains_every_command() -> None:
     result = railgraph("--help", env=dict(os.environ, COLUMNS="200"))
     for command in ("ingest", "ask", "chat", "review", "doctor"):
         assert command in result.stdout
+
+
+def test_bad_settings_fail_with_what_to_do(env: dict[str, str]) -> None:
+    unreachable = railgraph(
+        "ask", "hello", "--json", env=env | {"RAILGRAPH_LLM": "ollama:llama3.2", "OLLAMA_HOST": "127.0.0.1:9"}
+    )
+    assert unreachable.returncode == 2 and "ollama serve" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
+
+    no_rails = railgraph("ask", "hello", env=env | {"RAILGRAPH_RAILS_CONFIG": "/nonexistent/rails"})
+    assert no_rails.returncode == 2 and "/nonexistent/rails" in no_rails.stderr
+
+    bad_policy = railgraph("review", "list", env=env | {"RAILGRAPH_APPROVAL": "sometimes"})
+    assert bad_policy.returncode == 2 and "RAILGRAPH_APPROVAL" in bad_policy.stderr
+
+    postgres = railgraph("doctor", "--db", "postgresql://localhost/x", env=env)
+    assert postgres.returncode == 2 and "sqlite:///" in postgres.stderr

@@ -154,3 +154,12 @@ def test_agent_works_as_a_subgraph(corpus: tuple[Settings, Path]) -> None:
     parent.set_entry_point("documents")
     result = parent.compile().invoke({"messages": [HumanMessage("Where was Iwan Roberts born?")]})
     assert "Bangor" in result["messages"][-1].text
+
+
+def test_a_100k_character_prompt_is_refused_without_reaching_a_model(agent: CompiledStateGraph) -> None:
+    ran = nodes_run(agent, "Tell me about Norwich. " * 4500, "long-thread")
+    assert ran == ["input_rails", "refuse"]
+    values = agent.get_state(thread_config("long-thread")).values
+    assert (
+        values["rails"][0]["rail"] == "input length" and "RAILGRAPH_MAX_QUESTION_CHARS" in values["rails"][0]["detail"]
+    )
