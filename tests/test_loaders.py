@@ -7,6 +7,7 @@ import os
 import pickle
 import random
 import shutil
+import tempfile
 import zipfile
 from itertools import pairwise
 from pathlib import Path
@@ -379,15 +380,23 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
     assert "folder" in err.hint
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file(tmp_path: Path) -> None:
-    path = tmp_path / "secret.txt"
+def test_unreadable_file() -> None:
+    folder = Path(tempfile.mkdtemp())
+    folder.chmod(0o755)
+    path = folder / "secret.txt"
     path.write_text("secret", encoding="utf-8")
     path.chmod(0)
+    # Root reads files whatever their mode, so as root the check runs as "nobody" (effective uid only,
+    # which root can take back).
+    as_root = os.geteuid() == 0
     try:
+        if as_root:
+            os.seteuid(65534)
         err = load_error(path)
     finally:
-        path.chmod(0o600)
+        if as_root:
+            os.seteuid(0)
+        shutil.rmtree(folder)
     assert err.reason == "permission denied"
     assert "chmod" in err.hint
 
