@@ -25,6 +25,8 @@ _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 RELEVANCE_FLOOR = 0.45
 # Sentences scoring under this share of the best one are left out rather than padding the answer.
 KEEP_RATIO = 0.85
+# How many sentences, picked by shared question words, are compared by embedding.
+EMBEDDED_CANDIDATES = 16
 NOT_FOUND = "I could not find an answer to that in the indexed documents."
 
 
@@ -50,10 +52,15 @@ def best_sentences(
     candidates = [(n, sentence) for n, text in numbered_texts for sentence in split_sentences(text)]
     if not candidates:
         return []
+    # Embedding every sentence of every chunk is most of a turn's time on a CPU; the sentences sharing
+    # the most question words are the only ones that can win, so only they are embedded.
+    overlaps = np.array([term_overlap(question, sentence) for _, sentence in candidates])
+    shortlist = np.argsort(-overlaps, kind="stable")[:EMBEDDED_CANDIDATES]
+    candidates = [candidates[i] for i in shortlist]
     vectors = np.asarray(embeddings.embed_documents([question] + [sentence for _, sentence in candidates]))
     # Embeddings alone favour short sentences that merely name the subject (a reference list entry);
     # the share of the question's content words a sentence contains rewards the one that answers it.
-    scores = vectors[1:] @ vectors[0] + 0.5 * np.array([term_overlap(question, s) for _, s in candidates])
+    scores = vectors[1:] @ vectors[0] + 0.5 * overlaps[shortlist]
     order = np.argsort(-scores)[:limit]
     best = float(scores[order[0]])
     return [
