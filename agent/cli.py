@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -95,9 +96,14 @@ def _prepare(settings: Settings, *, announce: bool) -> None:
 
 
 def _print_sources(result: dict[str, Any]) -> None:
+    """The sources the answer cites (all retrieved ones if it cites none), one line each."""
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", result["answer"])}
     for source in result["sources"]:
+        if cited and source["n"] not in cited:
+            continue
         page = f", page {source['page']}" if source["page"] else ""
-        out.print(f"  [cyan][{source['n']}][/cyan] {source['source']}{page}: [dim]{source['quote'][:160]}[/dim]")
+        quote = " ".join(source["quote"].split())[:160]
+        out.print(f"  [cyan][{source['n']}][/cyan] {source['source']}{page}: [dim]{quote}[/dim]")
 
 
 def _run_turn(settings: Settings, question: str, thread_id: str, *, stream: bool) -> dict[str, Any]:
