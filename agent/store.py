@@ -18,11 +18,10 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from agent.db import Database
+from agent.fusion import fuse_rankings
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
 
-# Reciprocal rank fusion constant from Cormack et al. (2009); it damps the weight of the very top ranks.
-RRF_K = 60
 _WORD = re.compile(r"\w+", re.UNICODE)
 _COLUMNS = "c.rowid, c.id, c.doc_id, c.source, c.page, c.start_index, c.end_index, c.title, c.content, c.metadata"
 
@@ -124,11 +123,8 @@ class ChunkStore(VectorStore):
         depth = max(k * 4, 20)
         vector_ranks = self._vector_ranks(query, depth) if mode != "keyword" else {}
         keyword_ranks = self._keyword_ranks(query, depth) if mode != "vector" else {}
-        scores: dict[int, float] = {}
-        for ranks in (vector_ranks, keyword_ranks):
-            for rowid, rank in ranks.items():
-                scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (RRF_K + rank)
-        best = sorted(scores, key=scores.__getitem__, reverse=True)[:k]
+        scores = fuse_rankings([vector_ranks, keyword_ranks])
+        best = list(scores)[:k]
         if not best:
             return []
         marks = ",".join("?" * len(best))
