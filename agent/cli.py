@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 review_app = typer.Typer(help="Work through drafts waiting for a human reviewer.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
+eval_app = typer.Typer(help="Measure retrieval and the rails on labelled data sets.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 out = Console()
 err = Console(stderr=True)
@@ -316,6 +318,140 @@ def review_reject(
 ) -> None:
     """Refuse the draft; the user is told a reviewer declined, with the reason."""
     _decide(review_id, {"type": "ignore", "args": reason or None}, db, reviewer, as_json)
+
+
+ModeOption = Annotated[
+    str | None, typer.Option("--mode", help="hybrid, vector or keyword (default: RAILGRAPH_SEARCH_MODE).")
+]
+
+
+def _search_mode(mode: str | None, settings: Settings) -> Any:
+    from agent.store import SEARCH_MODES
+
+    chosen = mode or settings.search_mode
+    if chosen not in SEARCH_MODES:
+        raise _fail(f"--mode {chosen!r} is not one of {', '.join(SEARCH_MODES)}")
+    return chosen
+
+
+@app.command()
+def retrieve(
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    k: Annotated[int | None, typer.Option("--k", min=1, help="Chunks to show (default: RAILGRAPH_TOP_K).")] = None,
+    mode: ModeOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ranked chunks for a query, with the fused score and each side's rank (vector distance, keyword bm25)."""
+    from agent.store import SearchOptions
+
+    settings = _settings(db)
+    chosen = _search_mode(mode, settings)
+    store = _services(settings).store
+    hits = store.search(query, k or settings.top_k, mode=chosen, options=SearchOptions.from_settings(settings))
+    rows = [
+        {
+            "rank": rank,
+            "score": score,
+            "chunk_id": document.id,
+            "doc_id": document.metadata.get("doc_id"),
+            "source": document.metadata.get("source"),
+            "title": document.metadata.get("title"),
+            "vector_rank": document.metadata.get("vector_rank"),
+            "vector_distance": document.metadata.get("vector_distance"),
+            "keyword_rank": document.metadata.get("keyword_rank"),
+            "keyword_bm25": document.metadata.get("keyword_score"),
+            "text": document.page_content,
+        }
+        for rank, (document, score) in enumerate(hits, start=1)
+    ]
+    if as_json:
+        _print_json({"query": query, "mode": chosen, "results": rows})
+        return
+    if not rows:
+        out.print("No chunk is relevant enough (RAILGRAPH_RELEVANCE_FLOOR).")
+        return
+
+    def side(rank: int | None, value: float | None) -> str:
+        return "-" if rank is None else f"#{rank} ({value:.3f})"
+
+    table = Table("#", "score", "vector #(dist)", "keyword #(bm25)", "source", "text")
+    for row in rows:
+        table.add_row(
+            str(row["rank"]),
+            f"{row['score']:.4f}",
+            side(row["vector_rank"], row["vector_distance"]),
+            side(row["keyword_rank"], row["keyword_bm25"]),
+            str(row["title"] or row["source"]),
+            " ".join(row["text"].split())[:100],
+        )
+    out.print(table)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    corpus: Annotated[Path, typer.Option("--corpus", help="JSONL rows {id, title, text}.")],
+    questions: Annotated[
+        Path, typer.Option("--questions", help="JSONL rows {qid, question, answers[], gold_passage_ids[]}.")
+    ],
+    k: Annotated[int, typer.Option("--k", min=1, help="Chunks retrieved per question.")] = 5,
+    mode: ModeOption = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="sqlite:/// URL to ingest into and reuse (default: a fresh temporary file)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest a corpus and score retrieval on its questions: recall@1/@k, MRR, answers in context, EM/F1, latency."""
+    import tempfile
+
+    from agent.db import Database
+    from agent.embeddings import default_embeddings
+    from agent.evaluation import corpus_documents, evaluate_retrieval, ingest_corpus, read_questions
+    from agent.store import ChunkStore, SearchOptions
+
+    for path in (corpus, questions):
+        if not path.is_file():
+            raise _fail(f"no such file: {path}")
+    with tempfile.TemporaryDirectory(prefix="railgraph-eval-") as scratch:
+        settings = _settings(db or f"sqlite:///{scratch}/eval.db")
+        chosen = _search_mode(mode, settings)
+        try:
+            documents = corpus_documents(corpus)
+            asked = read_questions(questions)
+        except ValueError as error:
+            raise _fail(str(error)) from error
+        database = Database(settings.sqlite_path)
+        store = ChunkStore(database, default_embeddings(), SearchOptions.from_settings(settings))
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            tasks: dict[str, Any] = {}
+
+            def report(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = progress.add_task(stage, total=total)
+                progress.update(tasks[stage], completed=done)
+
+            ingest_corpus(
+                store,
+                documents,
+                chunk_size=settings.chunk_size,
+                chunk_overlap=settings.chunk_overlap,
+                progress=report,
+            )
+            result = evaluate_retrieval(store, asked, k=k, mode=chosen, progress=report)
+        database.close()
+    if as_json:
+        _print_json(result)
+        return
+    for key, value in result.items():
+        out.print(f"{key:18} {value}")
 
 
 @app.command()

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 ApprovalPolicy = Literal["never", "always", "flagged"]
+UnsupportedPolicy = Literal["remove", "review", "refuse"]
 
 RAILS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "rails"
 
@@ -40,7 +41,29 @@ class Settings(BaseSettings):
     )
     ollama_model: str = Field("llama3.2", description="Model used when an Ollama server is auto-detected.")
     approval: ApprovalPolicy = Field("never", description="Which drafts wait for a human reviewer.")
+    unsupported_policy: UnsupportedPolicy = Field(
+        "remove",
+        description=(
+            "Answer sentences the sources do not support: remove them, send the draft to review, or refuse the answer."
+        ),
+    )
     top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
+    search_mode: Literal["hybrid", "vector", "keyword"] = Field(
+        "hybrid", description="Retrieval: hybrid (vector + full text, fused), vector or keyword alone."
+    )
+    fusion: Literal["convex", "rrf"] = Field(
+        "convex", description="Hybrid fusion: convex (weighted normalised scores) or rrf (reciprocal rank fusion)."
+    )
+    fusion_vector_weight: float = Field(1.0, ge=0, description="Weight of the vector side in hybrid fusion.")
+    fusion_keyword_weight: float = Field(1.5, ge=0, description="Weight of the full-text side in hybrid fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: larger flattens the top ranks.")
+    bm25_title_weight: float = Field(2.0, ge=0, description="BM25 weight of a title match relative to the text.")
+    duplicate_similarity: float = Field(
+        0.95, ge=0, le=1, description="Chunks this similar to a better one are dropped as copies (1 = keep all)."
+    )
+    relevance_floor: float = Field(
+        0.2, ge=-1, le=1, description="Least cosine similarity of the nearest chunk; below it nothing is retrieved."
+    )
     chunk_size: int = Field(1000, ge=100, description="Characters per chunk when splitting documents.")
     chunk_overlap: int = Field(150, ge=0, description="Characters shared by neighbouring chunks.")
     max_question_chars: int = Field(

@@ -1,4 +1,4 @@
-"""The railgraph agent: input rails -> retrieve -> generate -> output rails -> approval -> respond."""
+"""The railgraph agent: input rails -> rewrite query -> retrieve -> generate -> output rails -> approval -> respond."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def build_agent(
     services = services or services_for(settings or Settings())
     builder = StateGraph(AgentState, input_schema=InputState)
     builder.add_node("input_rails", nodes.input_rails)
+    builder.add_node("rewrite_query", nodes.rewrite_query)
     builder.add_node("retrieve", nodes.retrieve)
     builder.add_node("generate", nodes.generate)
     builder.add_node("output_rails", nodes.output_rails)
@@ -40,6 +41,7 @@ def build_agent(
     builder.add_node("refuse", nodes.refuse)
     builder.add_edge(START, "input_rails")
     builder.add_conditional_edges("input_rails", nodes.route_after_input)
+    builder.add_edge("rewrite_query", "retrieve")
     builder.add_edge("retrieve", "generate")
     builder.add_edge("generate", "output_rails")
     builder.add_conditional_edges("output_rails", nodes.route_after_output)

@@ -15,6 +15,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 
 from agent.extractive import NOT_FOUND, best_sentences, compose_answer
+from agent.rewrite import llm_rewrite, rule_rewrite
 from agent.services import get_services
 from agent.state import AgentState, Source
 from rails import RailVerdict
@@ -25,6 +26,8 @@ SYSTEM_PROMPT = (
     "If the sources do not contain the answer, say that you do not know. Be brief."
 )
 QUOTE_CHARS = 300
+# The policy named to the user when RAILGRAPH_UNSUPPORTED_POLICY=refuse turns an answer down.
+UNSUPPORTED_CLAIMS = "unsupported claims"
 
 
 def _question(state: AgentState) -> str:
@@ -41,6 +44,7 @@ def input_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     turn: dict[str, Any] = {
         "turn_id": uuid.uuid4().hex,
         "question": question,
+        "search_query": None,
         "sources": [],
         "draft": "",
         "answer": "",
@@ -64,10 +68,34 @@ def input_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     return turn | {"question": outcome.text}
 
 
-def retrieve(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-    """Find the chunks that best match the question (hybrid full-text + vector search)."""
+def rewrite_query(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Make a follow-up question standalone for retrieval, which does not see the thread.
+
+    The chat model rewrites it when there is one (its reply is used only if it is a short, non-empty
+    query); in extractive mode a rule appends the names of the earlier question. The first turn of a
+    thread, and a thread shown to the model with no history (RAILGRAPH_HISTORY_MESSAGES=0), pass as is.
+    """
     services = get_services(config)
-    hits = services.store.search(state["question"], services.settings.top_k)
+    question = state["question"]
+    window = services.settings.history_messages
+    earlier = state["messages"][:-1][-window:] if window else []
+    earlier_questions = [message.text for message in earlier if isinstance(message, HumanMessage)]
+    if not earlier_questions:
+        return {"search_query": question}
+    model = services.chat.model
+    rewritten = llm_rewrite(model, question, earlier, config) if model is not None else None
+    return {"search_query": rewritten or rule_rewrite(question, earlier_questions)}
+
+
+def retrieve(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Find the chunks that best match the question (hybrid full-text + vector search, by default).
+
+    A follow-up is searched by its standalone rewrite (``search_query``) when there is one. Under the
+    store's relevance floor no chunk comes back, and ``generate`` then says it does not know.
+    """
+    services = get_services(config)
+    query = state.get("search_query") or state["question"]
+    hits = services.store.search(query, services.settings.top_k, mode=services.settings.search_mode)
     sources = [
         Source(
             n=n,
@@ -108,9 +136,9 @@ def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         return {"draft": NOT_FOUND}
     chat = services.chat
     if chat.model is None:
-        extracts = best_sentences(
-            state["question"], [(source["n"], source["text"]) for source in sources], services.embeddings
-        )
+        # With no model to read the thread, the standalone query is what names the follow-up's subject.
+        query = state.get("search_query") or state["question"]
+        extracts = best_sentences(query, [(source["n"], source["text"]) for source in sources], services.embeddings)
         quoted = {extract.n: extract.sentence for extract in reversed(extracts)}
         cited = [source | {"quote": quoted[source["n"]]} if source["n"] in quoted else source for source in sources]
         return {"draft": compose_answer(extracts), "sources": cited}
@@ -118,16 +146,48 @@ def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     return {"draft": reply.text.strip()}
 
 
+def _without(text: str, spans: list[str]) -> str:
+    """``text`` less each of ``spans`` (exact substrings) and the spaces after it."""
+    for span in spans:
+        start = text.find(span)
+        if start >= 0:
+            end = start + len(span)
+            end += len(text[end:]) - len(text[end:].lstrip(" \t"))
+            text = text[:start] + text[end:]
+    return text.strip()
+
+
 def output_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-    """Check the draft: citations point at retrieved sources, no injected code or markup."""
+    """Check the draft: citations point at retrieved sources that support it, no injected code or markup.
+
+    The rails flag sentences their sources do not support; RAILGRAPH_UNSUPPORTED_POLICY decides what
+    happens to them: ``remove`` drops them (all gone: the not-found answer), ``review`` leaves them for
+    the reviewer (``route_after_output``), ``refuse`` blocks the answer.
+    """
     services = get_services(config)
     outcome = services.guard.check_output(
         state["question"], state["draft"], [source["text"] for source in state["sources"]]
     )
-    rails = state.get("rails", []) + list(outcome.verdicts)
+    verdicts = list(outcome.verdicts)
     if outcome.blocked:
+        rails = state.get("rails", []) + verdicts
         return {"rails": rails, "status": "blocked", "refusal_policy": outcome.policy or "acceptable use"}
-    return {"rails": rails, "draft": outcome.text}
+    unsupported = [span for verdict in verdicts if verdict["verdict"] == "flag" for span in verdict.get("spans", [])]
+    policy = services.settings.unsupported_policy
+    draft = outcome.text
+    if unsupported and policy == "refuse":
+        verdicts = [verdict | {"verdict": "block"} if verdict["verdict"] == "flag" else verdict for verdict in verdicts]
+        return {"rails": state.get("rails", []) + verdicts, "status": "blocked", "refusal_policy": UNSUPPORTED_CLAIMS}
+    if unsupported and policy == "remove":
+        draft = _without(draft, unsupported)
+        if not any(character.isalpha() for character in draft):
+            draft = NOT_FOUND
+        note = "; removed (RAILGRAPH_UNSUPPORTED_POLICY=remove)"
+        verdicts = [
+            verdict | {"detail": verdict["detail"] + note} if verdict["verdict"] == "flag" else verdict
+            for verdict in verdicts
+        ]
+    return {"rails": state.get("rails", []) + verdicts, "draft": draft}
 
 
 def _review_request(state: AgentState) -> dict[str, Any]:
@@ -201,17 +261,22 @@ def refuse(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     return {"answer": answer, "messages": [AIMessage(answer)]}
 
 
-def route_after_input(state: AgentState) -> Literal["retrieve", "refuse"]:
-    return "refuse" if state["status"] == "blocked" else "retrieve"
+def route_after_input(state: AgentState) -> Literal["rewrite_query", "refuse"]:
+    return "refuse" if state["status"] == "blocked" else "rewrite_query"
 
 
 def route_after_output(state: AgentState, config: RunnableConfig) -> Literal["approval", "respond", "refuse"]:
     if state["status"] == "blocked":
         return "refuse"
-    policy = get_services(config).settings.approval
+    settings = get_services(config).settings
+    policy = settings.approval
     if policy == "always":
         return "approval"
-    flagged = not state["sources"] or any(verdict["verdict"] != "pass" for verdict in state.get("rails", []))
+    rails = state.get("rails", [])
+    # Unsupported sentences left in the draft go to a reviewer whatever RAILGRAPH_APPROVAL says.
+    if settings.unsupported_policy == "review" and any(verdict["verdict"] == "flag" for verdict in rails):
+        return "approval"
+    flagged = not state["sources"] or any(verdict["verdict"] != "pass" for verdict in rails)
     if policy == "flagged" and flagged:
         return "approval"
     return "respond"

@@ -13,7 +13,7 @@ from agent.db import Database
 from agent.embeddings import MiniLMEmbeddings, default_embeddings
 from agent.models import ChatModelChoice, resolve_chat_model
 from agent.review import ReviewQueue
-from agent.store import ChunkStore
+from agent.store import ChunkStore, SearchOptions
 from rails import Guard
 
 
@@ -41,7 +41,7 @@ class Services:
             settings=settings,
             db=db,
             embeddings=embeddings,
-            store=ChunkStore(db, embeddings),
+            store=ChunkStore(db, embeddings, SearchOptions.from_settings(settings)),
             reviews=ReviewQueue(db),
             _guard=guard,
             _chat=chat,

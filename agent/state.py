@@ -38,6 +38,8 @@ class AgentState(InputState, total=False):
 
     turn_id: str
     question: str
+    search_query: str | None
+    """What retrieval searches for: the question, made standalone from the thread when it is a follow-up."""
     sources: list[Source]
     draft: str
     answer: str

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from langchain_core.documents import Document
@@ -18,26 +19,125 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from agent.db import Database
-from agent.fusion import fuse_rankings
+from agent.fusion import RRF_K, fuse_rankings, fuse_scores
+
+if TYPE_CHECKING:
+    from agent.configuration import Settings
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "vector", "keyword")
+Fusion = Literal["convex", "rrf"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _COLUMNS = "c.rowid, c.id, c.doc_id, c.source, c.page, c.start_index, c.end_index, c.title, c.content, c.metadata"
+# Function words carry no evidence about which chunk answers a question; in an OR query they only pull in
+# (and, through BM25's length normalisation, reorder) chunks that share nothing but grammar with it.
+_STOPWORD_TEXT = (
+    "a about above after again all also am an and any are as at be been before being below between both but by "
+    "can could did do does doing down during each few for from further had has have having he her here hers him "
+    "his how i if in into is it its itself just me more most my no nor not now of off on once only or other our "
+    "out over own same she should so some such than that the their theirs them then there these they this those "
+    "through to too under until up very was we were what when where which while who whom whose why will with "
+    "would you your"
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 def fts_query(text: str) -> str:
-    """An FTS5 query matching any word of ``text``; each word is quoted so user text is never FTS syntax."""
+    """An FTS5 query matching any content word of ``text``; each word is quoted so user text is never FTS syntax.
+
+    Stopwords are dropped unless the text has nothing else (a query of only "the who" still searches).
+    """
     words = dict.fromkeys(word.lower() for word in _WORD.findall(text) if len(word) > 1)
-    return " OR ".join(f'"{word}"' for word in words)
+    content = [word for word in words if word not in _STOPWORDS] or list(words)
+    return " OR ".join(f'"{word}"' for word in content)
+
+
+def embedded_text(text: str, title: str | None) -> str:
+    """What a chunk's vector is computed from: its title (article, page heading) then its text.
+
+    A chunk cut from the middle of a document often never names its subject; the title puts it back, so
+    "When did the Panthers ...?" reaches a chunk about Super Bowl 50 that only says "the team".
+    """
+    return f"{title}\n{text}" if title else text
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How ``ChunkStore.search`` ranks: fusion weights, BM25 column weights, diversity and the relevance floor."""
+
+    # "convex": weighted sum of each side's min-max normalised score; "rrf": reciprocal rank fusion.
+    fusion: Fusion = "convex"
+    vector_weight: float = 1.0
+    # Full text is the stronger ranker on entity-heavy questions (names, dates, numbers): chosen on XQuAD,
+    # confirmed on mini-Wikipedia (see agent/evaluation.py for how it is measured).
+    keyword_weight: float = 1.5
+    rrf_k: int = RRF_K
+    # BM25 weight of a match in the title column relative to one in the content (bm25(chunks_fts, title, content)).
+    title_weight: float = 2.0
+    # A chunk whose vector is at least this similar to a better-ranked one is left out as a copy of it
+    # (1.0 keeps every chunk).
+    duplicate_similarity: float = 0.95
+    # Below this cosine similarity between the query and its nearest chunk nothing is returned: the
+    # question is about something the documents do not cover, and answering from noise would mislead.
+    relevance_floor: float = 0.2
+    # Candidates taken from each side before fusion, as a multiple of k (at least 20).
+    depth_factor: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SearchOptions:
+        """The options configured by ``RAILGRAPH_FUSION_*``, ``RAILGRAPH_RRF_K`` and friends."""
+        return cls(
+            fusion=settings.fusion,
+            vector_weight=settings.fusion_vector_weight,
+            keyword_weight=settings.fusion_keyword_weight,
+            rrf_k=settings.rrf_k,
+            title_weight=settings.bm25_title_weight,
+            duplicate_similarity=settings.duplicate_similarity,
+            relevance_floor=settings.relevance_floor,
+        )
+
+
+Filters = Mapping[str, str | Sequence[str]]
+# Filterable fields and the SQL expression each reads (type and tags live in the metadata JSON).
+_FILTER_FIELDS = {
+    "source": "c.source",
+    "doc_id": "c.doc_id",
+    "type": "json_extract(c.metadata, '$.type')",
+}
+
+
+def filter_sql(filters: Filters | None) -> tuple[str, list[Any]]:
+    """A SQL condition on ``chunks c`` (and its parameters) for ``{"source"|"doc_id"|"type"|"tags": value(s)}``.
+
+    Several values of one field match any of them; several fields must all match. ``tags`` matches chunks
+    whose metadata ``tags`` list holds any of the given tags.
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    for name, value in (filters or {}).items():
+        values = [value] if isinstance(value, str) else list(value)
+        if not values:
+            continue
+        marks = ",".join("?" * len(values))
+        if name == "tags":
+            clauses.append(f"EXISTS (SELECT 1 FROM json_each(c.metadata, '$.tags') t WHERE t.value IN ({marks}))")
+        elif name in _FILTER_FIELDS:
+            clauses.append(f"{_FILTER_FIELDS[name]} IN ({marks})")
+        else:
+            known = ", ".join([*_FILTER_FIELDS, "tags"])
+            raise ValueError(f"unknown search filter {name!r}: use one of {known}")
+        params.extend(values)
+    return (" AND ".join(clauses) or "1"), params
 
 
 class ChunkStore(VectorStore):
     """Hybrid (vector + keyword) chunk store in the railgraph SQLite file."""
 
-    def __init__(self, db: Database, embeddings: Embeddings) -> None:
+    def __init__(self, db: Database, embeddings: Embeddings, options: SearchOptions | None = None) -> None:
         self.db = db
         self._embeddings = embeddings
+        self.options = options or SearchOptions()
 
     @property
     def embeddings(self) -> Embeddings:
@@ -54,7 +154,9 @@ class ChunkStore(VectorStore):
         texts = list(texts)
         metadatas = metadatas or [{} for _ in texts]
         ids = ids or [str(uuid.uuid4()) for _ in texts]
-        vectors = self._embeddings.embed_documents(texts)
+        vectors = self._embeddings.embed_documents(
+            [embedded_text(text, metadata.get("title")) for text, metadata in zip(texts, metadatas, strict=True)]
+        )
         with self.db.transaction() as conn:
             self._delete_ids(conn, ids)
             for chunk_id, text, metadata, vector in zip(ids, texts, metadatas, vectors, strict=True):
@@ -115,16 +217,47 @@ class ChunkStore(VectorStore):
         """Number of chunks stored."""
         return self.db.query("SELECT count(*) FROM chunks")[0][0]
 
-    def search(self, query: str, k: int = 5, *, mode: SearchMode = "hybrid") -> list[tuple[Document, float]]:
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        mode: SearchMode = "hybrid",
+        filters: Filters | None = None,
+        options: SearchOptions | None = None,
+    ) -> list[tuple[Document, float]]:
         """The ``k`` best chunks for ``query`` with their fused (or single-side) scores, best first.
 
-        Each document's metadata gains ``vector_rank`` and ``keyword_rank`` (None where that side missed it).
+        ``filters`` (``source``, ``doc_id``, ``type``, ``tags``) restrict both sides inside the SQL query.
+        Each document's metadata gains ``vector_rank``/``vector_distance`` (cosine distance) and
+        ``keyword_rank``/``keyword_score`` (FTS5 bm25, lower is better), None where that side missed it.
+        Nothing is returned when the query's nearest chunk is less similar than the relevance floor
+        (vector and hybrid modes; keyword mode has no similarity to judge by).
         """
-        depth = max(k * 4, 20)
-        vector_ranks = self._vector_ranks(query, depth) if mode != "keyword" else {}
-        keyword_ranks = self._keyword_ranks(query, depth) if mode != "vector" else {}
-        scores = fuse_rankings([vector_ranks, keyword_ranks])
-        best = list(scores)[:k]
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+        options = options or self.options
+        depth = max(k * options.depth_factor, 20)
+        where, params = filter_sql(filters)
+        vector_hits = self._vector_hits(query, depth, where, params) if mode != "keyword" else {}
+        keyword_hits = self._keyword_hits(query, depth, where, params, options.title_weight) if mode != "vector" else {}
+        if vector_hits and 1.0 - min(vector_hits.values()) < options.relevance_floor:
+            return []
+        vector_ranks = {rowid: rank for rank, rowid in enumerate(vector_hits, start=1)}
+        keyword_ranks = {rowid: rank for rank, rowid in enumerate(keyword_hits, start=1)}
+        weights = [options.vector_weight, options.keyword_weight]
+        if options.fusion == "rrf":
+            scores = fuse_rankings([vector_ranks, keyword_ranks], weights=weights, k=options.rrf_k)
+        else:
+            # Similarity and negated bm25, so that higher is better on both sides.
+            scores = fuse_scores(
+                [
+                    {rowid: 1.0 - distance for rowid, distance in vector_hits.items()},
+                    {rowid: -bm25 for rowid, bm25 in keyword_hits.items()},
+                ],
+                weights=weights,
+            )
+        best = self._diversify(scores, k, options.duplicate_similarity)
         if not best:
             return []
         marks = ",".join("?" * len(best))
@@ -135,28 +268,70 @@ class ChunkStore(VectorStore):
         results = []
         for rowid in best:
             document = self._document(rows[rowid])
-            document.metadata["vector_rank"] = vector_ranks.get(rowid)
-            document.metadata["keyword_rank"] = keyword_ranks.get(rowid)
+            document.metadata.update(
+                vector_rank=vector_ranks.get(rowid),
+                vector_distance=vector_hits.get(rowid),
+                keyword_rank=keyword_ranks.get(rowid),
+                keyword_score=keyword_hits.get(rowid),
+            )
             results.append((document, scores[rowid]))
         return results
 
-    def _vector_ranks(self, query: str, depth: int) -> dict[int, int]:
-        vector = np.asarray(self._embeddings.embed_query(query), dtype=np.float32).tobytes()
-        rows = self.db.query(
-            "SELECT rowid FROM chunks_vec WHERE embedding MATCH ? AND k = ? ORDER BY distance",
-            (vector, depth),
-        )
-        return {row[0]: rank for rank, row in enumerate(rows, start=1)}
+    def _diversify(self, scores: dict[int, float], k: int, duplicate_similarity: float) -> list[int]:
+        """Up to ``k`` rowids in fused order, skipping any chunk nearly identical to one already taken.
 
-    def _keyword_ranks(self, query: str, depth: int) -> dict[int, int]:
+        Near-duplicates (the same paragraph in two files, a re-uploaded page, overlapping neighbours) would
+        otherwise fill the sources with one passage; cosine similarity of their vectors finds them. This is
+        a hard cut rather than MMR's weighted trade-off: fused RRF scores of neighbouring ranks differ by
+        about 1%, so any weighted diversity term reorders distinct relevant chunks too.
+        """
+        candidates = list(scores)
+        if duplicate_similarity >= 1.0 or len(candidates) <= 1:
+            return candidates[:k]
+        marks = ",".join("?" * len(candidates))
+        rows = self.db.query(f"SELECT rowid, embedding FROM chunks_vec WHERE rowid IN ({marks})", tuple(candidates))
+        vectors = {rowid: np.frombuffer(blob, dtype=np.float32) for rowid, blob in rows}
+        picked: list[int] = []
+        for rowid in candidates:
+            vector = vectors.get(rowid)
+            if vector is None or any(float(vector @ vectors[other]) >= duplicate_similarity for other in picked):
+                continue
+            picked.append(rowid)
+            if len(picked) == k:
+                break
+        return picked
+
+    def _vector_hits(self, query: str, depth: int, where: str, params: list[Any]) -> dict[int, float]:
+        """``{rowid: cosine distance}`` of the ``depth`` nearest chunks passing the filter, nearest first."""
+        vector = np.asarray(self._embeddings.embed_query(query), dtype=np.float32).tobytes()
+        if where == "1":
+            rows = self.db.query(
+                "SELECT rowid, distance FROM chunks_vec WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+                (vector, depth),
+            )
+        else:
+            # vec0's KNN cannot see the chunks table, so over-fetching and dropping could return too few;
+            # an exact scan over only the filtered chunks is both complete and cheap for any selective filter.
+            rows = self.db.query(
+                "SELECT v.rowid, vec_distance_cosine(v.embedding, ?) AS distance"
+                f" FROM chunks c JOIN chunks_vec v ON v.rowid = c.rowid WHERE {where} ORDER BY distance LIMIT ?",
+                (vector, *params, depth),
+            )
+        return {row[0]: float(row[1]) for row in rows}
+
+    def _keyword_hits(
+        self, query: str, depth: int, where: str, params: list[Any], title_weight: float
+    ) -> dict[int, float]:
+        """``{rowid: bm25}`` of the ``depth`` best full-text matches passing the filter, best first."""
         match = fts_query(query)
         if not match:
             return {}
         rows = self.db.query(
-            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
-            (match, depth),
+            "SELECT f.rowid, bm25(chunks_fts, ?, 1.0) AS score FROM chunks_fts f JOIN chunks c ON c.rowid = f.rowid"
+            f" WHERE chunks_fts MATCH ? AND {where} ORDER BY score LIMIT ?",
+            (title_weight, match, *params, depth),
         )
-        return {row[0]: rank for rank, row in enumerate(rows, start=1)}
+        return {row[0]: float(row[1]) for row in rows}
 
     @staticmethod
     def _document(row: Any) -> Document:
@@ -165,7 +340,7 @@ class ChunkStore(VectorStore):
         return Document(id=row[1], page_content=row[8], metadata=metadata)
 
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
-        return self.search(query, k, mode=kwargs.get("mode", "hybrid"))
+        return self.search(query, k, mode=kwargs.get("mode", "hybrid"), filters=kwargs.get("filter"))
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         return [document for document, _ in self.similarity_search_with_score(query, k, **kwargs)]

@@ -31,7 +31,10 @@ def _settings(config: RailsConfig, key: str) -> dict[str, Any]:
 
 
 def _outcome(finding: checks.Finding) -> RailOutcome:
-    metadata = {"score": finding.score}
+    metadata: dict[str, Any] = {"score": finding.score}
+    if finding.spans:
+        # An allowed outcome with spans is a flag (rails.guard reads it so): the text passes, the caller decides.
+        metadata["spans"] = list(finding.spans)
     if finding.blocked:
         return RailOutcome.block(reason=finding.detail, metadata=metadata)
     return RailOutcome.allow(reason=finding.detail, metadata=metadata)
@@ -70,7 +73,15 @@ async def political_opinion_check(text: str, config: RailsConfig) -> RailOutcome
 
 
 @action(name="citation_check", is_system_action=True)
-async def citation_check(answer: str, context: dict[str, Any] | None = None) -> RailOutcome:
-    """Check every ``[n]`` of the answer against the numbered sources in the ``sources`` context key."""
+async def citation_check(answer: str, config: RailsConfig, context: dict[str, Any] | None = None) -> RailOutcome:
+    """Check the answer against the numbered sources in the ``sources`` context key: every ``[n]`` names
+    one, every quote is verbatim in it, every sentence is supported (``grounding`` settings in config.yml)."""
     sources = (context or {}).get("sources") or []
-    return _outcome(checks.check_citations(answer or "", [str(source) for source in sources]))
+    settings = _settings(config, "grounding")
+    finding = checks.check_citations(
+        answer or "",
+        [str(source) for source in sources],
+        min_overlap=float(settings.get("min_overlap", checks.MIN_OVERLAP)),
+        min_similarity=float(settings.get("min_similarity", checks.MIN_SIMILARITY)),
+    )
+    return _outcome(finding)

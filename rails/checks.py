@@ -1,5 +1,5 @@
 """The checks behind the rails, as plain functions: YARA, the prompt-attack classifier, the
-political-opinion matcher and the citation check.
+political-opinion matcher and the citation and grounding check.
 
 ``rails/actions.py`` wraps each in a NeMo action. Anything slow to build (compiled YARA rules, the
 classifier, embeddings of example utterances) is built once per process and kept here, in a module
@@ -33,6 +33,8 @@ class Finding:
     blocked: bool
     detail: str
     score: float | None = None
+    spans: tuple[str, ...] = ()
+    """Parts of the checked text the check cannot vouch for (exact substrings); non-empty means "flag"."""
 
 
 def normalise(text: str) -> str:
@@ -147,11 +149,40 @@ def check_political_opinion(
     return Finding(blocked, detail, score)
 
 
-# --- citations ----------------------------------------------------------------------------------
+# --- citations and grounding ----------------------------------------------------------------------
 
 _CITATION = re.compile(r"\[(\d+(?:\s*[,\u2013-]\s*\d+)*)\]")
-# Text between curly quotes is quoted from a source; brackets inside it are the source's, not citations.
-_QUOTED = re.compile(r"\u201c[^\u201d]*\u201d")
+# Text between quotes is quoted from a source; brackets inside it are the source's, not citations.
+# Straight quotes do not cross lines, so one stray '"' cannot swallow the rest of an answer.
+_QUOTED = re.compile(r"\u201c[^\u201d]*\u201d|\"[^\"\n]*\"")
+# Where one answer sentence ends: terminal punctuation (or a closing quote followed by a citation),
+# any closing quotes and citations after it, then space before something that is not lower case; or
+# a line break. The `gap` group is the space between two sentences; the citations are taken whole
+# (possessive ``*+``) so that they stay with the sentence they follow.
+_ANSWER_BREAK = re.compile(
+    r"(?:[.!?][\"'\u201d\u2019)]*|\u201d(?=\s*\[\d))"
+    r"(?:\s*\[\d+(?:\s*[,\u2013-]\s*\d+)*\])*+"
+    r"(?P<gap>[ \t]+(?=[^a-z\s])|[ \t]*\n\s*)"
+    r"|(?P<line>[ \t]*\n\s*)"
+)
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# Words that carry no claim: function words, and the way answers talk about their sources.
+_FUNCTION_WORD_TEXT = (
+    "a about above after again all also an and any are as at be because been before being both but by can "
+    "could did do does doing during each few for from further had has have having he her here hers him his "
+    "how i if in into is it its itself just me more most my no nor not now of off on once only or other our "
+    "out over own same she should so some such than that the their theirs them then there these they this "
+    "those through to too under until up very was we were what when where which while who whom whose why "
+    "will with would you your according answer document documents passage quote quoted says source sources "
+    "states stated text"
+)
+_FUNCTION_WORDS = frozenset(_FUNCTION_WORD_TEXT.split())
+# Typography that differs between a source and a faithful quote of it (curly versus straight quotes).
+_TYPOGRAPHY = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+_ELLIPSIS = re.compile(r"\s*(?:\.\.\.|\u2026)\s*")
+# Defaults for ``check_citations``; config.yml (custom_data.grounding) sets the ones in force.
+MIN_OVERLAP = 0.5
+MIN_SIMILARITY = 0.7
 
 
 def _numbers(group: str) -> list[int]:
@@ -171,11 +202,132 @@ def cited_numbers(answer: str) -> list[int]:
     return found
 
 
-def check_citations(answer: str, sources: Sequence[str]) -> Finding:
-    """Block a citation of a source outside ``1..len(sources)``; an answer citing nothing passes.
+def answer_sentences(answer: str) -> list[str]:
+    """The sentences of an answer, each with the citations that follow it, as exact substrings.
 
-    A bracketed number that is no source but appears verbatim in a source's text (a footnote marker
-    such as Wikipedia's ``[66]``, carried over in a quoted sentence) is not a citation.
+    Unlike prose splitting, a break inside a quoted span does not count (a quote is one claim) and
+    ``“…” [n]`` ends a sentence even without a full stop, as extractive answers quote list items.
+    """
+    quotes = [match.span() for match in _QUOTED.finditer(answer)]
+    sentences: list[str] = []
+    start = 0
+    for match in _ANSWER_BREAK.finditer(answer):
+        gap = match.start("gap") if match.group("gap") is not None else match.start("line")
+        if any(begin < gap < end for begin, end in quotes):
+            continue
+        sentences.append(answer[start:gap])
+        start = match.end()
+    sentences.append(answer[start:])
+    return [sentence.strip() for sentence in sentences if sentence.strip()]
+
+
+def _flat(text: str) -> str:
+    """Text compared for verbatim quotes: NFKC, one space for any whitespace, straight quotes."""
+    return " ".join(normalise(text).translate(_TYPOGRAPHY).split())
+
+
+def _terms(text: str) -> set[str]:
+    # A five-letter prefix is a cheap stemmer ("founded"/"founding", "caps"/"cap"), as in agent.extractive.
+    return {word[:5] for word in _WORD.findall(normalise(text).lower()) if word not in _FUNCTION_WORDS}
+
+
+def _misquotes(sentence: str, evidence: Sequence[str]) -> list[str]:
+    """Quoted spans of ``sentence`` that appear verbatim in none of the ``evidence`` texts.
+
+    Whitespace and quote typography are normalised, an ellipsis may skip text, and punctuation that
+    closes the quote (``“… Bangor.”`` for a source's ``Bangor, Wales``) is not part of the claim.
+    """
+    flat_evidence = [_flat(text) for text in evidence]
+    missing: list[str] = []
+    for match in _QUOTED.finditer(sentence):
+        inner = _flat(match.group(0)[1:-1]).strip(" .,;:!?")
+        pieces = [piece for piece in _ELLIPSIS.split(inner) if _WORD.search(piece)]
+        if pieces and not any(all(piece in text for piece in pieces) for text in flat_evidence):
+            missing.append(inner)
+    return missing
+
+
+def _similarity(claim: str, evidence: Sequence[str]) -> float:
+    """MiniLM cosine between ``claim`` and the closest sentence of the evidence texts."""
+    from agent.embeddings import default_embeddings
+    from agent.extractive import split_sentences
+
+    sentences = list(dict.fromkeys(sentence for text in evidence for sentence in split_sentences(text)))
+    sentences = sentences or [text for text in evidence if text.strip()]
+    if not sentences:
+        return 0.0
+    vectors = default_embeddings().encode([claim, *sentences])
+    return float(np.max(vectors[1:] @ vectors[0]))
+
+
+@dataclass(frozen=True)
+class _Support:
+    sentence: str
+    cited: list[int]
+    misquoted: list[str]
+    overlap: float
+    similarity: float | None
+
+    @property
+    def score(self) -> float:
+        """How well the sources back the sentence: 0 for a misquote, else the better of the two measures."""
+        return 0.0 if self.misquoted else max(self.overlap, self.similarity or 0.0)
+
+    def supported(self, min_overlap: float, min_similarity: float) -> bool:
+        if self.misquoted:
+            return False
+        return self.overlap >= min_overlap or (self.similarity or 0.0) >= min_similarity
+
+    def reason(self) -> str:
+        where = ", ".join(f"[{n}]" for n in self.cited) or "any source"
+        if self.misquoted:
+            return "quote not in " + where
+        return f"overlap {self.overlap:.2f}, similarity {self.similarity or 0.0:.2f} with {where}"
+
+
+def _support(
+    sentence: str, cited: list[int], sources: Sequence[str], min_overlap: float, min_similarity: float
+) -> _Support | None:
+    """How ``sentence`` is backed by the sources it cites (a quote: by any source); None when there is nothing
+    to check: it cites and quotes nothing (a link phrase, a note of the model's own), or has no content words."""
+    if not cited and not _QUOTED.search(sentence):
+        return None
+    evidence = [sources[n - 1] for n in cited] or list(sources)
+    claim = " ".join(_CITATION.sub(" ", _QUOTED.sub(lambda m: m.group(0)[1:-1], sentence)).split())
+    terms = _terms(claim)
+    if not terms:
+        return None
+    misquoted = _misquotes(sentence, evidence)
+    found = set().union(*(_terms(text) for text in evidence))
+    overlap = len(terms & found) / len(terms)
+    # The embedding is the slow measure: only a sentence that fails the lexical one pays for it.
+    similarity = None if misquoted or overlap >= min_overlap else _similarity(claim, evidence)
+    return _Support(sentence, cited, misquoted, overlap, similarity)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def check_citations(
+    answer: str,
+    sources: Sequence[str],
+    *,
+    min_overlap: float = MIN_OVERLAP,
+    min_similarity: float = MIN_SIMILARITY,
+) -> Finding:
+    """Check an answer's citations and that its sources back what it says.
+
+    Blocks a citation of a source outside ``1..len(sources)``. A bracketed number that is no source but
+    appears verbatim in a source's text (a footnote marker such as Wikipedia's ``[66]``, carried over in
+    a quoted sentence) is not a citation.
+
+    Every sentence that cites or quotes must be backed by the sources it cites (a quote without a
+    citation: by any source): each quoted span verbatim in one of them, and either ``min_overlap`` of its
+    content words in them or a MiniLM cosine of ``min_similarity`` to one of their sentences. Sentences
+    that are not are returned as ``spans`` (a flag, not a block: what to do with them is the caller's
+    policy), the lowest support as ``score``. Sentences that neither cite nor quote claim nothing
+    checkable and pass, as does an answer citing and quoting nothing.
     """
     count = len(sources)
     cited: list[int] = []
@@ -192,9 +344,30 @@ def check_citations(answer: str, sources: Sequence[str]) -> Finding:
         shown = ", ".join(f"[{n}]" for n in missing)
         available = f"only {count} sources" if count else "no sources"
         return Finding(True, f"cites {shown} but there are {available}")
-    if not cited:
+    if not cited and not _QUOTED.search(answer):
         if count:
             return Finding(False, f"cites none of the {count} sources{note}")
         return Finding(False, "no sources and no citations")
+    supports = [
+        support
+        for sentence in answer_sentences(answer)
+        if (
+            support := _support(
+                sentence,
+                [n for n in cited_numbers(_QUOTED.sub(" ", sentence)) if 1 <= n <= count],
+                sources,
+                min_overlap,
+                min_similarity,
+            )
+        )
+        is not None
+    ]
+    score = min((support.score for support in supports), default=None)
     shown = ", ".join(f"[{n}]" for n in cited)
-    return Finding(False, f"cites {shown} of {count} sources{note}")
+    summary = f"cites {shown} of {count} sources{note}" if cited else f"cites none of the {count} sources{note}"
+    unsupported = [support for support in supports if not support.supported(min_overlap, min_similarity)]
+    if not unsupported:
+        return Finding(False, summary, score)
+    listed = "; ".join(f"\u201c{_shorten(support.sentence)}\u201d ({support.reason()})" for support in unsupported)
+    detail = f"{summary}; {len(unsupported)} of {len(supports)} sentences unsupported: {listed}"
+    return Finding(False, detail, score, spans=tuple(support.sentence for support in unsupported))

