@@ -18,17 +18,15 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.vectorstores import VectorStore
 
 from agent.embeddings import EMBEDDING_DIM
 from agent.fusion import fuse_rankings
-
-SearchMode = Literal["hybrid", "vector", "keyword"]
+from agent.store import Filters, HybridSearchStore, SearchMode, SearchOptions
 
 VECTOR_INDEX = "chunks_embedding_hnsw"
 TEXT_INDEX = "chunks_tsv_gin"
@@ -100,7 +98,7 @@ def _no_nul(text: str | None) -> str | None:
     return None if text is None else text.replace("\x00", "")
 
 
-class PgChunkStore(VectorStore):
+class PgChunkStore(HybridSearchStore):
     """Hybrid (vector + keyword) chunk store in Postgres, the same interface as ``ChunkStore``.
 
     One connection serves the store; a lock makes it safe to share between threads (psycopg would serialise
@@ -247,11 +245,24 @@ class PgChunkStore(VectorStore):
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
 
-    def search(self, query: str, k: int = 5, *, mode: SearchMode = "hybrid") -> list[tuple[Document, float]]:
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        mode: SearchMode = "hybrid",
+        filters: Filters | None = None,
+        options: SearchOptions | None = None,
+    ) -> list[tuple[Document, float]]:
         """The ``k`` best chunks for ``query`` with their fused (or single-side) scores, best first.
 
         Each document's metadata gains ``vector_rank`` and ``keyword_rank`` (None where that side missed it).
+        Plain reciprocal rank fusion only: metadata filters and ``SearchOptions`` are SQLite-only so far.
         """
+        if filters or options is not None:
+            raise NotImplementedError(
+                "metadata filters and search options are not supported on PostgreSQL yet; use a sqlite:/// database"
+            )
         depth = max(k * 4, 20)
         vector_ranks = self._vector_ranks(self._embeddings.embed_query(query), depth) if mode != "keyword" else {}
         keyword_ranks = self._keyword_ranks(query, depth) if mode != "vector" else {}
@@ -309,12 +320,6 @@ class PgChunkStore(VectorStore):
         metadata = dict(row[8])
         metadata.update(doc_id=row[1], source=row[2], page=row[3], start_index=row[4], end_index=row[5], title=row[6])
         return Document(id=row[0], page_content=row[7], metadata=metadata)
-
-    def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
-        return self.search(query, k, mode=kwargs.get("mode", "hybrid"))
-
-    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        return [document for document, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
     @classmethod
     def from_texts(

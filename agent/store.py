@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -131,7 +132,29 @@ def filter_sql(filters: Filters | None) -> tuple[str, list[Any]]:
     return (" AND ".join(clauses) or "1"), params
 
 
-class ChunkStore(VectorStore):
+class HybridSearchStore(VectorStore, ABC):
+    """What every railgraph chunk store offers: ``search`` by mode, and LangChain's search API on top of it."""
+
+    @abstractmethod
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        mode: SearchMode = "hybrid",
+        filters: Filters | None = None,
+        options: SearchOptions | None = None,
+    ) -> list[tuple[Document, float]]:
+        """The ``k`` best chunks for ``query`` with their scores, best first."""
+
+    def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+        return self.search(query, k, mode=kwargs.get("mode", "hybrid"), filters=kwargs.get("filter"))
+
+    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        return [document for document, _ in self.similarity_search_with_score(query, k, **kwargs)]
+
+
+class ChunkStore(HybridSearchStore):
     """Hybrid (vector + keyword) chunk store in the railgraph SQLite file."""
 
     def __init__(self, db: Database, embeddings: Embeddings, options: SearchOptions | None = None) -> None:
@@ -338,12 +361,6 @@ class ChunkStore(VectorStore):
         metadata = json.loads(row[9])
         metadata.update(doc_id=row[2], source=row[3], page=row[4], start_index=row[5], end_index=row[6], title=row[7])
         return Document(id=row[1], page_content=row[8], metadata=metadata)
-
-    def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
-        return self.search(query, k, mode=kwargs.get("mode", "hybrid"), filters=kwargs.get("filter"))
-
-    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        return [document for document, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
     @classmethod
     def from_texts(
