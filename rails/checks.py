@@ -180,6 +180,9 @@ _FUNCTION_WORDS = frozenset(_FUNCTION_WORD_TEXT.split())
 # Typography that differs between a source and a faithful quote of it (curly versus straight quotes).
 _TYPOGRAPHY = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 _ELLIPSIS = re.compile(r"\s*(?:\.\.\.|\u2026)\s*")
+# A number as written in prose: "1861", "3.3", "78,000", "1,000.5", "16th"; thousands separators are dropped
+# before comparing, so "78,000" in an answer matches "78000" in a source.
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?")
 # Defaults for ``check_citations``; config.yml (custom_data.grounding) sets the ones in force.
 MIN_OVERLAP = 0.5
 MIN_SIMILARITY = 0.7
@@ -231,6 +234,11 @@ def _terms(text: str) -> set[str]:
     return {word[:5] for word in _WORD.findall(normalise(text).lower()) if word not in _FUNCTION_WORDS}
 
 
+def _numbers_in(text: str) -> set[str]:
+    """The numbers written in ``text`` (thousands separators removed), as strings."""
+    return {match.group(0).replace(",", "") for match in _NUMBER.finditer(normalise(text))}
+
+
 def _misquotes(sentence: str, evidence: Sequence[str]) -> list[str]:
     """Quoted spans of ``sentence`` that appear verbatim in none of the ``evidence`` texts.
 
@@ -265,16 +273,18 @@ class _Support:
     sentence: str
     cited: list[int]
     misquoted: list[str]
+    unsourced_numbers: list[str]
     overlap: float
     similarity: float | None
 
     @property
     def score(self) -> float:
-        """How well the sources back the sentence: 0 for a misquote, else the better of the two measures."""
-        return 0.0 if self.misquoted else max(self.overlap, self.similarity or 0.0)
+        """How well the sources back the sentence: 0 for a misquote or a number they do not contain, else the
+        better of the two measures."""
+        return 0.0 if self.misquoted or self.unsourced_numbers else max(self.overlap, self.similarity or 0.0)
 
     def supported(self, min_overlap: float, min_similarity: float) -> bool:
-        if self.misquoted:
+        if self.misquoted or self.unsourced_numbers:
             return False
         return self.overlap >= min_overlap or (self.similarity or 0.0) >= min_similarity
 
@@ -282,6 +292,8 @@ class _Support:
         where = ", ".join(f"[{n}]" for n in self.cited) or "any source"
         if self.misquoted:
             return "quote not in " + where
+        if self.unsourced_numbers:
+            return f"{', '.join(self.unsourced_numbers)} not in {where}"
         return f"overlap {self.overlap:.2f}, similarity {self.similarity or 0.0:.2f} with {where}"
 
 
@@ -298,11 +310,16 @@ def _support(
     if not terms:
         return None
     misquoted = _misquotes(sentence, evidence)
+    # Word overlap and embeddings both pass "founded in 1950 [1]" against a source saying 1902: a number is a
+    # claim of its own, so every number in the sentence must be written in the evidence.
+    sourced = set().union(*(_numbers_in(text) for text in evidence))
+    unsourced = sorted(_numbers_in(claim) - sourced, key=float)
     found = set().union(*(_terms(text) for text in evidence))
     overlap = len(terms & found) / len(terms)
     # The embedding is the slow measure: only a sentence that fails the lexical one pays for it.
-    similarity = None if misquoted or overlap >= min_overlap else _similarity(claim, evidence)
-    return _Support(sentence, cited, misquoted, overlap, similarity)
+    checked = misquoted or unsourced or overlap >= min_overlap
+    similarity = None if checked else _similarity(claim, evidence)
+    return _Support(sentence, cited, misquoted, unsourced, overlap, similarity)
 
 
 def _shorten(text: str, limit: int = 80) -> str:
@@ -323,8 +340,9 @@ def check_citations(
     a quoted sentence) is not a citation.
 
     Every sentence that cites or quotes must be backed by the sources it cites (a quote without a
-    citation: by any source): each quoted span verbatim in one of them, and either ``min_overlap`` of its
-    content words in them or a MiniLM cosine of ``min_similarity`` to one of their sentences. Sentences
+    citation: by any source): each quoted span verbatim in one of them, every number it states written in them
+    too, and either ``min_overlap`` of its content words in them or a MiniLM cosine of ``min_similarity`` to one
+    of their sentences. Sentences
     that are not are returned as ``spans`` (a flag, not a block: what to do with them is the caller's
     policy), the lowest support as ``score``. Sentences that neither cite nor quote claim nothing
     checkable and pass, as does an answer citing and quoting nothing.

@@ -72,6 +72,17 @@ def test_paraphrase_is_supported_by_embedding_similarity() -> None:
     assert check_citations("The club's stadium was built in 1935 [1].", SOURCES).spans
 
 
+def test_a_number_its_source_does_not_state_is_flagged() -> None:
+    # Every word but the year matches the source, so overlap alone would pass it.
+    wrong_year = "Norwich City F.C. was founded in 1950 [1]."
+    finding = check_citations(f"{SUPPORTED} {wrong_year}", SOURCES)
+    assert finding.spans == (wrong_year,)
+    assert "1950 not in [1]" in finding.detail and finding.score == 0.0
+    # The right year from the wrong source is no better; thousands separators do not matter.
+    assert check_citations("Norwich City F.C. was founded in 1902 [2].", SOURCES).spans
+    assert not check_citations("Carrow Road holds 27,244 fans [1].", ["Carrow Road holds 27244 fans."]).spans
+
+
 class _Fixed(FakeListChatModel):
     """A chat model that always drafts the same answer (the grounding rails are under test, not a model)."""
 
