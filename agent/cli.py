@@ -6,9 +6,11 @@ Results go to stdout (``--json`` for scripts); progress, model choice and errors
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import re
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -31,6 +34,8 @@ review_app = typer.Typer(help="Work through drafts waiting for a human reviewer.
 app.add_typer(review_app, name="review")
 eval_app = typer.Typer(help="Measure retrieval and the rails on labelled data sets.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+rails_app = typer.Typer(help="Train the rails' prompt-attack classifier.", no_args_is_help=True)
+app.add_typer(rails_app, name="rails")
 
 out = Console()
 err = Console(stderr=True)
@@ -133,55 +138,124 @@ def _run_turn(settings: Settings, question: str, thread_id: str, *, stream: bool
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively).")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (walked recursively).")] = None,
     include: Annotated[list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")] = None,
     pdf_password: Annotated[str | None, typer.Option(help="Password for encrypted PDFs.")] = None,
+    json_selector: Annotated[
+        str | None,
+        typer.Option("--json-selector", help="jq program picking the values of .json/.jsonl files to index."),
+    ] = None,
+    urls: Annotated[
+        list[str] | None,
+        typer.Option("--url", help="Crawl this site from this page, or the pages of this sitemap (repeatable)."),
+    ] = None,
+    depth: Annotated[int, typer.Option("--depth", min=0, help="Links to follow away from a --url page.")] = 2,
+    max_pages: Annotated[int, typer.Option("--max-pages", min=1, help="Most pages crawled per --url.")] = 50,
+    sql: Annotated[
+        str | None, typer.Option("--sql", help="SQLAlchemy URL of a database whose --query rows to index.")
+    ] = None,
+    query: Annotated[str | None, typer.Option("--query", help="The SELECT whose rows --sql indexes.")] = None,
+    content_columns: Annotated[
+        list[str] | None,
+        typer.Option("--content-column", help="Column holding a row's text (repeatable; default: all others)."),
+    ] = None,
+    metadata_columns: Annotated[
+        list[str] | None, typer.Option("--metadata-column", help="Column kept as metadata (repeatable).")
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option("--id-column", help="Unique column naming each row, so an edited row is replaced, not added."),
+    ] = None,
+    sync: Annotated[
+        bool,
+        typer.Option(
+            "--sync",
+            help="Also delete the chunks of what this run did not see inside its folders, sites and query: deleted"
+            " or excluded files, pages gone, rows gone. What fails to load keeps its chunks.",
+        ),
+    ] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Index documents: unchanged files are skipped, changed ones replaced; unreadable ones are named with why."""
+    """Index files, web pages and database rows: unchanged ones are skipped, changed ones replaced, failures named.
+
+    Each file, page or row is replaced as a unit, in one transaction: an interrupted ingest leaves every unit
+    wholly old or wholly new, and running it again finishes the job.
+    """
+    from loaders import LoadError, iter_files, sql_scope, sql_units
+    from loaders.ingest import file_units, guarded
     from loaders.ingest import ingest as run_ingest
-    from loaders.ingest import record_manager
+    from loaders.web import crawl, site_scope
 
     settings = _settings(db)
+    paths = paths or []
+    if not (paths or urls or sql):
+        raise _fail("nothing to ingest: give files or folders, --url or --sql")
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise _fail(f"no such file or folder: {', '.join(missing)}")
+    if (sql is None) != (query is None):
+        raise _fail("--sql and --query go together: the database's URL and the SELECT whose rows to index")
+    # A folder covers every file under it. A file argument is always part of the run (loaded, or failed and so
+    # kept), so its scope could delete nothing of its own; as a prefix it would reach "a.txt.bak".
+    scopes = [f"{path.resolve()}/" for path in paths if path.is_dir()]
+    files = list(iter_files(paths, include=include or (), exclude=exclude or ()))
+    sources = [file_units(files, pdf_password=pdf_password, json_selector=json_selector)]
+    for url in urls or []:
+        try:
+            scopes.append(site_scope(url))
+        except ValueError as error:
+            raise _fail(f"--url {url}: {error}; give a full URL, such as https://example.com/docs/") from error
+        sources.append(crawl(url, max_depth=depth, max_pages=max_pages))
+    if sql is not None and query is not None:
+        try:
+            scope = sql_scope(sql, query)
+        except LoadError as error:
+            raise _fail(str(error)) from error
+        scopes.append(scope)
+        rows = sql_units(
+            sql, query, content_columns=content_columns, metadata_columns=metadata_columns or (), id_column=id_column
+        )
+        sources.append(guarded(rows, scope))
     services = _services(settings)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[chunks]} chunks"),
+        TextColumn("{task.fields[chunks]} chunks, {task.fields[rate]:.1f} chunks/s"),
         TimeElapsedColumn(),
         console=err,
         transient=as_json,
     ) as progress:
-        task = progress.add_task("ingesting", total=None, chunks=0)
+        # Pages and rows are only known as they come: a total only for files alone.
+        total = len(files) if len(sources) == 1 else None
+        task = progress.add_task("ingesting", total=total, chunks=0, rate=0.0)
+        started = time.monotonic()
 
-        def on_file(path: Path, report: Any) -> None:
-            progress.update(task, advance=1, chunks=report.chunks, description=path.name[:40])
+        def on_unit(source: str, report: Any) -> None:
+            rate = report.chunks / max(time.monotonic() - started, 1e-9)
+            name = source.rstrip("/").rsplit("/", 1)[-1] or source
+            progress.update(task, advance=1, chunks=report.chunks, rate=rate, description=name[:40])
+            if report.failed and report.failed[-1]["source"] == source and not as_json:
+                # One line per failure, above the bar, as it happens; soft_wrap keeps a long path on one line.
+                progress.console.print(f"[yellow]skipped[/yellow] {escape(report.failed[-1]['error'])}", soft_wrap=True)
 
         report = run_ingest(
-            paths,
+            itertools.chain.from_iterable(sources),
             services.store,
-            record_manager(settings.sqlite_path),
-            include=include or (),
-            exclude=exclude or (),
-            pdf_password=pdf_password,
+            scopes=scopes,
+            sync=sync,
             chunk_size=settings.chunk_size,
             chunk_overlap=settings.chunk_overlap,
-            on_file=on_file,
+            on_unit=on_unit,
         )
     if as_json:
         _print_json(report.to_json())
     else:
-        for failure in report.failed:
-            err.print(f"[yellow]skipped[/yellow] {failure['error']}")
         out.print(
-            f"{report.files} files: {report.added} chunks added, {report.updated} updated, "
-            f"{report.skipped} unchanged, {report.deleted} deleted, {len(report.failed)} files failed"
+            f"{report.units} sources: {report.added} chunks added, {report.updated} updated, "
+            f"{report.skipped} unchanged, {report.deleted} deleted, {len(report.failed)} failed"
         )
     if report.failed:
         raise typer.Exit(1)
@@ -452,6 +526,135 @@ def eval_retrieval(
         return
     for key, value in result.items():
         out.print(f"{key:18} {value}")
+
+
+@eval_app.command("pii")
+def eval_pii(
+    dataset: Annotated[
+        Path, typer.Option("--dataset", help="presidio-research JSON: [{full_text, spans: [{entity_type, ...}]}].")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Score the personal-data finder per entity type (precision, recall, F1; spans match when they overlap) and
+    its latency per sentence."""
+    from rails import pii
+
+    if not dataset.is_file():
+        raise _fail(f"no such file: {dataset}")
+    try:
+        samples, problems = pii.read_dataset(dataset)
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    for problem in problems:
+        err.print(escape(problem))
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("pii", total=len(samples))
+        result = pii.evaluate(samples, progress=lambda done, _: progress.update(task, completed=done))
+    result["skipped_rows"] = len(problems)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("entity", "precision", "recall", "F1", "found", "labelled")
+    for entity, scores in result["entities"].items():
+        table.add_row(
+            entity,
+            f"{scores['precision']:.3f}",
+            f"{scores['recall']:.3f}",
+            f"{scores['f1']:.3f}",
+            str(scores["predicted"]),
+            str(scores["labelled"]),
+        )
+    out.print(table)
+    latency = result["latency_ms"]
+    out.print(f"{result['sentences']} sentences, {result['match']}")
+    out.print(f"latency per sentence: p50 {latency['p50']:.2f} ms, p95 {latency['p95']:.2f} ms")
+
+
+@eval_app.command("guard")
+def eval_guard(
+    dataset: Annotated[
+        Path,
+        typer.Option("--dataset", help="CSV rows {text, label, ...}; labels jailbreak, injection, harmful or benign*."),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Run every prompt through the whole input-rail pass: TPR, FPR, block rate per label, latency per prompt."""
+    from rails import Guard, GuardConfigError
+    from rails.train import evaluate_guard, read_rows
+
+    try:
+        rows = read_rows(dataset, on_error=lambda line: err.print(escape(line), soft_wrap=True))
+        guard = Guard()
+        guard.warm_up()
+    except (ValueError, GuardConfigError) as error:
+        raise _fail(str(error)) from error
+    try:
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("input rails", total=len(rows))
+            result = evaluate_guard(
+                lambda text: guard.check_input(text).blocked,
+                rows,
+                on_prompt=lambda _: progress.advance(task),
+            )
+    finally:
+        guard.close()
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("label", "blocked")
+    for label, rate in result["per_label"].items():
+        table.add_row(label, f"{rate:.3f}")
+    out.print(table)
+    latency = result["latency_ms"]
+    out.print(f"{result['prompts']} prompts: TPR {result['tpr']}, FPR {result['fpr']}")
+    out.print(f"latency per prompt: p50 {latency['p50']:.2f} ms, p95 {latency['p95']:.2f} ms")
+
+
+@rails_app.command("train")
+def rails_train(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="train.csv (default: ../shared/data/guard); dev.csv beside it is scored."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the weights (default: rails/models).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Retrain the prompt-attack classifier; a rerun on the same data writes the same files."""
+    import logging
+
+    from rails.prompt_attack import MODELS_DIR
+    from rails.train import DEFAULT_DATA, resolve_data, summary, train
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    train_path, dev_path = resolve_data(data or DEFAULT_DATA)
+    try:
+        metadata = train(train_path, out_dir or MODELS_DIR, dev_path=dev_path)
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    result = summary(metadata)
+    if as_json:
+        _print_json(result)
+        return
+    for name in ("grouped_cv", "unseen_source", "dev"):
+        if name in result:
+            out.print(f"{name:14} TPR {result[name]['tpr']}, FPR {result[name]['fpr']}")
+    out.print(f"threshold {result['threshold']}; wrote {out_dir or MODELS_DIR}")
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """The one SQLite file behind railgraph: connections and every schema migration, in one place.
 
-Chunks, vectors (sqlite-vec), full text (FTS5), the review queue and the audit columns live here; LangGraph's
-checkpointer and LangChain's record manager add their own tables to the same file.
+Chunks, vectors (sqlite-vec), full text (FTS5), the ingest records, the review queue and the audit columns live
+here; LangGraph's checkpointer adds its own tables to the same file.
 """
 
 from __future__ import annotations
@@ -51,6 +51,39 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX reviews_status ON reviews(status, created_at);
     """,
+    # Ingest records (agent/records.py): which chunk keys each source unit holds, in the same file as the chunks
+    # so that both change in one transaction. Files written by LangChain's SQLRecordManager keep their records.
+    """
+    CREATE TABLE ingest_records (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        group_id TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (namespace, key)
+    );
+    CREATE INDEX ingest_records_group ON ingest_records(namespace, group_id);
+    CREATE INDEX ingest_records_updated ON ingest_records(namespace, updated_at);
+    CREATE TABLE IF NOT EXISTS upsertion_record (
+        uuid TEXT, key TEXT, namespace TEXT NOT NULL, group_id TEXT, updated_at REAL
+    );
+    INSERT OR REPLACE INTO ingest_records (namespace, key, group_id, updated_at)
+        SELECT namespace, key, group_id, coalesce(updated_at, 0) FROM upsertion_record WHERE key IS NOT NULL;
+    DROP TABLE upsertion_record;
+    """,
+    # Fast unfiltered vector search (ChunkStore._vector_hits): each chunk's vector as sign bits, scanned whole by
+    # Hamming distance for candidates, and its float vector again to re-rank them exactly. vec0 serves neither
+    # cheaply: its KNN cost grows with k, and it reads one vector by rowid by walking a 1.5 MB chunk blob (~0.1 ms).
+    # The index on bits is never searched: it is the compact copy that the Hamming scan reads.
+    """
+    CREATE TABLE chunks_quantized (
+        rowid INTEGER PRIMARY KEY,
+        bits BLOB NOT NULL,
+        embedding BLOB NOT NULL
+    );
+    CREATE INDEX chunks_quantized_bits ON chunks_quantized(bits);
+    INSERT INTO chunks_quantized (rowid, bits, embedding)
+        SELECT rowid, vec_quantize_binary(embedding), embedding FROM chunks_vec;
+    """,
 ]
 
 
@@ -87,6 +120,8 @@ class Database:
         sqlite_vec.load(self._conn)
         self._conn.enable_load_extension(False)
         self._lock = threading.RLock()
+        # How many transaction() calls the thread holding the lock is inside; nested ones join the outermost.
+        self._depth = 0
         self._migrate()
 
     def _migrate(self) -> None:
@@ -98,15 +133,40 @@ class Database:
                 conn.execute(f"PRAGMA user_version = {number}")
 
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """One write transaction (``BEGIN IMMEDIATE``): all of it lands, or none of it."""
+    def transaction(self, *, write: bool = True) -> Iterator[Any]:
+        """One transaction: all of it lands, or none of it.
+
+        ``write`` takes the write lock up front (``BEGIN IMMEDIATE``), so a transaction that reads and then
+        writes never fails half-way on a lock; ``write=False`` is a read snapshot (``BEGIN``): every query in
+        it sees the database as of its first read, whatever other connections commit meanwhile.
+
+        A nested call joins the outer transaction: its writes commit when the outermost call ends, so several
+        components' writes (chunks, ingest records) land together. It runs inside a savepoint, so an error it
+        raises undoes its own writes even when the caller catches the error and goes on.
+        """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            if self._depth:
+                savepoint = f"nested_{self._depth}"
+                self._conn.execute(f"SAVEPOINT {savepoint}")
+                self._depth += 1
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute(f"ROLLBACK TO {savepoint}")
+                    raise
+                finally:
+                    self._depth -= 1
+                    self._conn.execute(f"RELEASE {savepoint}")
+                return
+            self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            self._depth = 1
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
             self._conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:

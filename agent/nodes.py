@@ -30,17 +30,22 @@ QUOTE_CHARS = 300
 UNSUPPORTED_CLAIMS = "unsupported claims"
 
 
-def _question(state: AgentState) -> str:
+def _question(state: AgentState) -> HumanMessage:
     for message in reversed(state["messages"]):
         if isinstance(message, HumanMessage):
-            return message.text
+            return message
     raise ValueError("the input has no user message: pass {'messages': [('user', 'your question')]}")
 
 
 def input_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-    """Start a turn and screen the question: prompt attacks, injection rules, off-limits topics."""
+    """Start a turn and screen the question: prompt attacks, injection rules, off-limits topics, personal data.
+
+    Personal data the rails mask is masked in the turn's question (what retrieval and the model see) and in the
+    thread's copy of the message, which later turns show the model and the query rewriter as history.
+    """
     services = get_services(config)
-    question = _question(state)
+    message = _question(state)
+    question = message.text
     turn: dict[str, Any] = {
         "turn_id": uuid.uuid4().hex,
         "question": question,
@@ -65,6 +70,9 @@ def input_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     turn["rails"] = list(outcome.verdicts)
     if outcome.blocked:
         return turn | {"status": "blocked", "refusal_policy": outcome.policy or "acceptable use"}
+    if outcome.text != question:
+        # Same id: add_messages replaces the user's message instead of appending a second one.
+        turn["messages"] = [HumanMessage(outcome.text, id=message.id)]
     return turn | {"question": outcome.text}
 
 
@@ -91,11 +99,15 @@ def retrieve(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     """Find the chunks that best match the question (hybrid full-text + vector search, by default).
 
     A follow-up is searched by its standalone rewrite (``search_query``) when there is one. Under the
-    store's relevance floor no chunk comes back, and ``generate`` then says it does not know.
+    store's relevance floor no chunk comes back, and ``generate`` then says it does not know. The retrieval
+    rail masks personal data in the chunks before the model (or the extractive answerer) sees them and
+    withholds a chunk whose data is set to block; its verdict joins the turn's ``rails``.
     """
     services = get_services(config)
     query = state.get("search_query") or state["question"]
     hits = services.store.search(query, services.settings.top_k, mode=services.settings.search_mode)
+    screened = services.guard.mask_chunks([document.page_content for document, _ in hits])
+    kept = [(document, score, text) for (document, score), text in zip(hits, screened.texts, strict=True) if text]
     sources = [
         Source(
             n=n,
@@ -104,13 +116,15 @@ def retrieve(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
             source=document.metadata.get("source", ""),
             page=document.metadata.get("page"),
             title=document.metadata.get("title"),
-            text=document.page_content,
-            quote=document.page_content[:QUOTE_CHARS],
+            text=text,
+            quote=text[:QUOTE_CHARS],
             score=score,
         )
-        for n, (document, score) in enumerate(hits, start=1)
+        for n, (document, score, text) in enumerate(kept, start=1)
     ]
-    return {"sources": sources}
+    if screened.verdict is None:
+        return {"sources": sources}
+    return {"sources": sources, "rails": [*state.get("rails", []), screened.verdict]}
 
 
 def _prompt(state: AgentState, history_messages: int) -> list[AnyMessage]:
@@ -158,7 +172,8 @@ def _without(text: str, spans: list[str]) -> str:
 
 
 def output_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-    """Check the draft: citations point at retrieved sources that support it, no injected code or markup.
+    """Check the draft: citations point at retrieved sources that support it, no injected code or markup, personal
+    data masked (the masked draft is what the user gets).
 
     The rails flag sentences their sources do not support; RAILGRAPH_UNSUPPORTED_POLICY decides what
     happens to them: ``remove`` drops them (all gone: the not-found answer), ``review`` leaves them for

@@ -1,8 +1,9 @@
 """Chunks with vectors (pgvector, HNSW) and full text (``tsvector``, GIN) on Postgres, searched by hybrid fusion.
 
 ``PgChunkStore`` is the scale-out twin of ``agent.store.ChunkStore`` (DESIGN.md, "One database URL"): the same
-``VectorStore`` interface, the same metadata columns, the same reciprocal-rank fusion, so LangChain's ``index()``
-and every retriever work with either. Several stateless agent workers can share one Postgres.
+``VectorStore`` interface, the same metadata columns and filters, the same ranking (``HybridSearchStore.search``:
+fusion, near-duplicate cut, relevance floor), so LangChain's ``index()`` and every retriever work with either.
+Several stateless agent workers can share one Postgres.
 
 The keyword side ranks with ``ts_rank`` over the question's lexemes (``to_tsvector``, so user text is never query
 syntax) and, to keep a 100k-chunk search in milliseconds, ranks chunks sharing two of them before falling back to
@@ -20,13 +21,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import psycopg
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from agent.embeddings import EMBEDDING_DIM
-from agent.fusion import fuse_rankings
-from agent.store import Filters, HybridSearchStore, SearchMode, SearchOptions
+from agent.store import Filters, HybridSearchStore, SearchOptions, embedded_text, filter_values
 
 VECTOR_INDEX = "chunks_embedding_hnsw"
 TEXT_INDEX = "chunks_tsv_gin"
@@ -41,9 +42,16 @@ MAX_PAIRED_LEXEMES = 16
 # ts_rank (term frequency with the A/B weights) rather than ts_rank_cd (cover density): on mini-Wikipedia it
 # puts a gold passage in the top 5 for 80% of questions against 62%, at half the cost per matching chunk.
 _KEYWORD_SQL = (
-    "SELECT id FROM chunks, CAST(%s AS tsquery) AS q WHERE tsv @@ CAST(%s AS tsquery)"
-    " ORDER BY ts_rank(tsv, q) DESC, id LIMIT %s"
+    "SELECT id, ts_rank(CAST(%s AS real[]), tsv, q) AS score FROM chunks, CAST(%s AS tsquery) AS q"
+    " WHERE tsv @@ CAST(%s AS tsquery) AND {where} ORDER BY score DESC, id LIMIT %s"
 )
+# The condition each filter field puts on a chunk (type and tags live in the metadata JSON).
+_FILTER_SQL = {
+    "source": "source = ANY(%s)",
+    "doc_id": "doc_id = ANY(%s)",
+    "type": "metadata->>'type' = ANY(%s)",
+    "tags": "metadata->'tags' ?| CAST(%s AS text[])",
+}
 _COLUMNS = "id, doc_id, source, page, start_index, end_index, title, content, metadata"
 
 
@@ -71,6 +79,10 @@ def schema_sql(dimensions: int = EMBEDDING_DIM) -> list[str]:
         )
         """,
         "CREATE INDEX IF NOT EXISTS chunks_doc_id ON chunks (doc_id)",
+        # One index per search filter, so a selective filter is planned as an exact scan of its few chunks.
+        "CREATE INDEX IF NOT EXISTS chunks_source ON chunks (source)",
+        "CREATE INDEX IF NOT EXISTS chunks_type ON chunks ((metadata->>'type'))",
+        "CREATE INDEX IF NOT EXISTS chunks_tags ON chunks USING gin ((metadata->'tags'))",
         f"CREATE INDEX IF NOT EXISTS {VECTOR_INDEX} ON chunks USING hnsw (embedding vector_cosine_ops)",
         f"CREATE INDEX IF NOT EXISTS {TEXT_INDEX} ON chunks USING gin (tsv)",
     ]
@@ -93,17 +105,35 @@ def vector_literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
 
 
+def filter_sql(filters: Filters | None) -> tuple[str, list[Any]]:
+    """A condition on ``chunks`` (and its parameters) for ``filters``, meaning what ``agent.store.filter_sql`` does."""
+    values = filter_values(filters)
+    return " AND ".join(_FILTER_SQL[name] for name in values) or "TRUE", list(values.values())
+
+
+def rank_weights(title_weight: float) -> list[float]:
+    """``ts_rank``'s weights of the D, C, B, A labels for a title (A) match worth ``title_weight`` content (B) ones.
+
+    ts_rank refuses weights above 1, so the larger of the two is 1; D and C label nothing in ``tsv``.
+    """
+    title = max(title_weight, 0.0)
+    scale = max(title, 1.0)
+    return [0.0, 0.0, 1.0 / scale, title / scale]
+
+
 def _no_nul(text: str | None) -> str | None:
     # Postgres text cannot hold NUL (SQLite can, and PDF extraction sometimes yields it); dropping it loses nothing.
     return None if text is None else text.replace("\x00", "")
 
 
-class PgChunkStore(HybridSearchStore):
+class PgChunkStore(HybridSearchStore[str]):
     """Hybrid (vector + keyword) chunk store in Postgres, the same interface as ``ChunkStore``.
 
     One connection serves the store; a lock makes it safe to share between threads (psycopg would serialise
     the statements anyway, but a transaction must not interleave with another thread's).
     """
+
+    _filter_sql = staticmethod(filter_sql)
 
     def __init__(
         self,
@@ -112,15 +142,17 @@ class PgChunkStore(HybridSearchStore):
         *,
         dimensions: int = EMBEDDING_DIM,
         ef_search: int = DEFAULT_EF_SEARCH,
+        options: SearchOptions | None = None,
     ) -> None:
         """Connect to ``url`` (``postgresql://...``) and create the schema if missing.
 
         ``dimensions`` must match ``embeddings``; an existing table with another size is an error, not a surprise
-        at the first insert.
+        at the first insert. ``options`` are how ``search`` ranks when not told otherwise.
         """
         # SQLAlchemy spellings of the URL are accepted so one RAILGRAPH_DB serves both libraries.
         self.url = url.replace("postgresql+psycopg://", "postgresql://", 1)
         self._embeddings = embeddings
+        self.options = options or SearchOptions()
         self.dimensions = dimensions
         self.ef_search = ef_search
         self._lock = threading.RLock()
@@ -129,6 +161,9 @@ class PgChunkStore(HybridSearchStore):
         self._session_ef_search = 0
         try:
             self._create_schema()
+            # With a filter, HNSW's candidates are filtered after the search and could all fail it; an iterative
+            # scan searches on until enough pass (rows may come slightly out of order: _vector_hits sorts them).
+            self._conn.execute("SET hnsw.iterative_scan = relaxed_order")
         except BaseException:
             self._conn.close()
             raise
@@ -173,7 +208,13 @@ class PgChunkStore(HybridSearchStore):
     ) -> list[str]:
         """Embed and store ``texts``; an id that exists already is replaced."""
         texts = list(texts)
-        vectors = self._embeddings.embed_documents(texts)
+        metadatas = metadatas or [{} for _ in texts]
+        vectors = self._embeddings.embed_documents(
+            [
+                embedded_text(text, metadata.get("title"), metadata.get("headings"))
+                for text, metadata in zip(texts, metadatas, strict=True)
+            ]
+        )
         return self.add_embeddings(texts, vectors, metadatas, ids=ids)
 
     def add_embeddings(
@@ -245,39 +286,8 @@ class PgChunkStore(HybridSearchStore):
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
 
-    def search(
-        self,
-        query: str,
-        k: int = 5,
-        *,
-        mode: SearchMode = "hybrid",
-        filters: Filters | None = None,
-        options: SearchOptions | None = None,
-    ) -> list[tuple[Document, float]]:
-        """The ``k`` best chunks for ``query`` with their fused (or single-side) scores, best first.
-
-        Each document's metadata gains ``vector_rank`` and ``keyword_rank`` (None where that side missed it).
-        Plain reciprocal rank fusion only: metadata filters and ``SearchOptions`` are SQLite-only so far.
-        """
-        if filters or options is not None:
-            raise NotImplementedError(
-                "metadata filters and search options are not supported on PostgreSQL yet; use a sqlite:/// database"
-            )
-        depth = max(k * 4, 20)
-        vector_ranks = self._vector_ranks(self._embeddings.embed_query(query), depth) if mode != "keyword" else {}
-        keyword_ranks = self._keyword_ranks(query, depth) if mode != "vector" else {}
-        scores = fuse_rankings([vector_ranks, keyword_ranks])
-        best = list(scores)[:k]
-        rows = self._rows(best)
-        results = []
-        for chunk_id in best:
-            document = self._document(rows[chunk_id])
-            document.metadata["vector_rank"] = vector_ranks.get(chunk_id)
-            document.metadata["keyword_rank"] = keyword_ranks.get(chunk_id)
-            results.append((document, scores[chunk_id]))
-        return results
-
-    def _vector_ranks(self, vector: Sequence[float], depth: int) -> dict[str, int]:
+    def _vector_hits(self, query: str, depth: int, where: str, params: list[Any]) -> dict[str, float]:
+        vector = vector_literal(self._embeddings.embed_query(query))
         with self._lock:
             # HNSW returns at most ef_search rows, so a deeper ranking needs a wider search; SET is per session,
             # so it is sent only when the needed width changes.
@@ -286,11 +296,25 @@ class PgChunkStore(HybridSearchStore):
                 self._conn.execute(f"SET hnsw.ef_search = {int(ef_search)}")
                 self._session_ef_search = ef_search
             rows = self._conn.execute(
-                "SELECT id FROM chunks ORDER BY embedding <=> %s::vector LIMIT %s", (vector_literal(vector), depth)
+                f"SELECT id, embedding <=> %s::vector AS distance FROM chunks WHERE {where} ORDER BY distance LIMIT %s",
+                (vector, *params, depth),
             ).fetchall()
-        return {row[0]: rank for rank, row in enumerate(rows, start=1)}
+            if len(rows) < depth and where != "TRUE":
+                # Fewer than asked: the filter keeps fewer chunks, or the iterative scan gave up (after
+                # hnsw.max_scan_tuples, 20,000 by default) before it met them. An exact scan over the matching chunks
+                # is complete; the materialised CTE keeps the planner off the vector index.
+                rows = self._conn.execute(
+                    f"WITH matching AS MATERIALIZED (SELECT id, embedding FROM chunks WHERE {where})"
+                    " SELECT id, embedding <=> %s::vector AS distance FROM matching ORDER BY distance LIMIT %s",
+                    (*params, vector, depth),
+                ).fetchall()
+        return {chunk_id: float(distance) for chunk_id, distance in sorted(rows, key=lambda row: row[1])}
 
-    def _keyword_ranks(self, query: str, depth: int) -> dict[str, int]:
+    def _keyword_hits(
+        self, query: str, depth: int, where: str, params: list[Any], title_weight: float
+    ) -> dict[str, float]:
+        sql = _KEYWORD_SQL.format(where=where)
+        weights = rank_weights(title_weight)
         with self._lock:
             # Postgres's own parser, stemmer and stop words make the lexemes, exactly as for the stored tsv.
             lexemes = self._conn.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", (query,)).fetchone()[0]
@@ -303,10 +327,22 @@ class PgChunkStore(HybridSearchStore):
                 # question matches: at 100k chunks a five-word question matches ~7k of them. Chunks sharing
                 # two words are far fewer and nearly always hold the best-ranked ones (on mini-Wikipedia recall@5
                 # and MRR are unchanged), so they are ranked first; the rank itself is still against any word.
-                rows = self._conn.execute(_KEYWORD_SQL, (any_word, tsquery_text(lexemes, pairs=True), depth)).fetchall()
+                pairs = tsquery_text(lexemes, pairs=True)
+                rows = self._conn.execute(sql, (weights, any_word, pairs, *params, depth)).fetchall()
             if len(rows) < depth:
-                rows = self._conn.execute(_KEYWORD_SQL, (any_word, any_word, depth)).fetchall()
-        return {row[0]: rank for rank, row in enumerate(rows, start=1)}
+                rows = self._conn.execute(sql, (weights, any_word, any_word, *params, depth)).fetchall()
+        return {row[0]: float(row[1]) for row in rows}
+
+    def _vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        with self._lock:
+            # Binary: pgvector's wire form (dimensions, a reserved word, then big-endian float4s) loads with no parsing.
+            rows = self._conn.execute(
+                "SELECT id, embedding FROM chunks WHERE id = ANY(%s)", (list(keys),), binary=True
+            ).fetchall()
+        return {row[0]: np.frombuffer(row[1], dtype=">f4", offset=4).astype(np.float32) for row in rows}
+
+    def _documents(self, keys: Sequence[str]) -> dict[str, Document]:
+        return {key: self._document(row) for key, row in self._rows(list(keys)).items()}
 
     def _rows(self, ids: list[str]) -> dict[str, tuple[Any, ...]]:
         if not ids:

@@ -12,7 +12,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal
 
 import numpy as np
 from langchain_core.documents import Document
@@ -20,7 +20,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from agent.db import Database
-from agent.fusion import RRF_K, fuse_rankings, fuse_scores
+from agent.fusion import RRF_K, Key, fuse_rankings, fuse_scores
 
 if TYPE_CHECKING:
     from agent.configuration import Settings
@@ -54,13 +54,15 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{word}"' for word in content)
 
 
-def embedded_text(text: str, title: str | None) -> str:
-    """What a chunk's vector is computed from: its title (article, page heading) then its text.
+def embedded_text(text: str, title: str | None, headings: str | None = None) -> str:
+    """What a chunk's vector is computed from: its title (article, page heading) and headings, then its text.
 
     A chunk cut from the middle of a document often never names its subject; the title puts it back, so
-    "When did the Panthers ...?" reaches a chunk about Super Bowl 50 that only says "the team".
+    "When did the Panthers ...?" reaches a chunk about Super Bowl 50 that only says "the team". The section
+    headings above it (metadata ``headings``, "Install > From source") do the same within one document.
     """
-    return f"{title}\n{text}" if title else text
+    context = " > ".join(part for part in (title, headings) if part)
+    return f"{context}\n{text}" if context else text
 
 
 @dataclass(frozen=True)
@@ -100,12 +102,28 @@ class SearchOptions:
 
 
 Filters = Mapping[str, str | Sequence[str]]
-# Filterable fields and the SQL expression each reads (type and tags live in the metadata JSON).
+FILTER_FIELDS = ("source", "doc_id", "type", "tags")
+# The SQL expression each plain filter field reads on SQLite (type lives in the metadata JSON).
 _FILTER_FIELDS = {
     "source": "c.source",
     "doc_id": "c.doc_id",
     "type": "json_extract(c.metadata, '$.type')",
 }
+
+
+def filter_values(filters: Filters | None) -> dict[str, list[str]]:
+    """``filters`` as ``{field: [values]}`` without the fields given no value; an unknown field is a ValueError.
+
+    Every store builds its SQL from this, so a filter means (and is refused) the same on each.
+    """
+    values: dict[str, list[str]] = {}
+    for name, value in (filters or {}).items():
+        if name not in FILTER_FIELDS:
+            raise ValueError(f"unknown search filter {name!r}: use one of {', '.join(FILTER_FIELDS)}")
+        listed = [value] if isinstance(value, str) else list(value)
+        if listed:
+            values[name] = listed
+    return values
 
 
 def filter_sql(filters: Filters | None) -> tuple[str, list[Any]]:
@@ -116,26 +134,28 @@ def filter_sql(filters: Filters | None) -> tuple[str, list[Any]]:
     """
     clauses: list[str] = []
     params: list[Any] = []
-    for name, value in (filters or {}).items():
-        values = [value] if isinstance(value, str) else list(value)
-        if not values:
-            continue
+    for name, values in filter_values(filters).items():
         marks = ",".join("?" * len(values))
         if name == "tags":
             clauses.append(f"EXISTS (SELECT 1 FROM json_each(c.metadata, '$.tags') t WHERE t.value IN ({marks}))")
-        elif name in _FILTER_FIELDS:
-            clauses.append(f"{_FILTER_FIELDS[name]} IN ({marks})")
         else:
-            known = ", ".join([*_FILTER_FIELDS, "tags"])
-            raise ValueError(f"unknown search filter {name!r}: use one of {known}")
+            clauses.append(f"{_FILTER_FIELDS[name]} IN ({marks})")
         params.extend(values)
     return (" AND ".join(clauses) or "1"), params
 
 
-class HybridSearchStore(VectorStore, ABC):
-    """What every railgraph chunk store offers: ``search`` by mode, and LangChain's search API on top of it."""
+class HybridSearchStore(VectorStore, ABC, Generic[Key]):
+    """What every railgraph chunk store offers: ``search`` by mode, and LangChain's search API on top of it.
 
-    @abstractmethod
+    The ranking is the same on every store and lives here; a store answers the questions it needs, each keyed by
+    the store's own chunk key (SQLite rowid, Postgres id): the nearest and the best full-text chunks passing a
+    filter, the stored vectors and the documents of given keys.
+    """
+
+    options: SearchOptions
+    # The sign that makes the store's full-text score higher for better matches (bm25 falls, ts_rank rises).
+    keyword_score_sign: float = 1.0
+
     def search(
         self,
         query: str,
@@ -145,7 +165,98 @@ class HybridSearchStore(VectorStore, ABC):
         filters: Filters | None = None,
         options: SearchOptions | None = None,
     ) -> list[tuple[Document, float]]:
-        """The ``k`` best chunks for ``query`` with their scores, best first."""
+        """The ``k`` best chunks for ``query`` with their fused (or single-side) scores, best first.
+
+        ``filters`` (``source``, ``doc_id``, ``type``, ``tags``) restrict both sides inside the SQL query;
+        ``options`` default to the store's own. Each document's metadata gains ``vector_rank``/``vector_distance``
+        (cosine distance) and ``keyword_rank``/``keyword_score`` (the store's full-text score: FTS5 bm25, lower is
+        better; Postgres ts_rank, higher is better), None where that side missed it. Nothing is returned when the
+        query's nearest chunk is less similar than the relevance floor (vector and hybrid modes; keyword mode has
+        no similarity to judge by).
+        """
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+        options = options or self.options
+        depth = max(k * options.depth_factor, 20)
+        where, params = self._filter_sql(filters)
+        vector_hits = self._vector_hits(query, depth, where, params) if mode != "keyword" else {}
+        keyword_hits = self._keyword_hits(query, depth, where, params, options.title_weight) if mode != "vector" else {}
+        if vector_hits and 1.0 - min(vector_hits.values()) < options.relevance_floor:
+            return []
+        vector_ranks = {key: rank for rank, key in enumerate(vector_hits, start=1)}
+        keyword_ranks = {key: rank for rank, key in enumerate(keyword_hits, start=1)}
+        weights = [options.vector_weight, options.keyword_weight]
+        if options.fusion == "rrf":
+            scores = fuse_rankings([vector_ranks, keyword_ranks], weights=weights, k=options.rrf_k)
+        else:
+            # Similarity and the oriented full-text score, so that higher is better on both sides.
+            scores = fuse_scores(
+                [
+                    {key: 1.0 - distance for key, distance in vector_hits.items()},
+                    {key: self.keyword_score_sign * score for key, score in keyword_hits.items()},
+                ],
+                weights=weights,
+            )
+        best = self._diversify(scores, k, options.duplicate_similarity)
+        if not best:
+            return []
+        documents = self._documents(best)
+        results = []
+        for key in best:
+            document = documents[key]
+            document.metadata.update(
+                vector_rank=vector_ranks.get(key),
+                vector_distance=vector_hits.get(key),
+                keyword_rank=keyword_ranks.get(key),
+                keyword_score=keyword_hits.get(key),
+            )
+            results.append((document, scores[key]))
+        return results
+
+    def _diversify(self, scores: dict[Key, float], k: int, duplicate_similarity: float) -> list[Key]:
+        """Up to ``k`` keys in fused order, skipping any chunk nearly identical to one already taken.
+
+        Near-duplicates (the same paragraph in two files, a re-uploaded page, overlapping neighbours) would
+        otherwise fill the sources with one passage; cosine similarity of their vectors finds them. This is
+        a hard cut rather than MMR's weighted trade-off: fused RRF scores of neighbouring ranks differ by
+        about 1%, so any weighted diversity term reorders distinct relevant chunks too.
+        """
+        candidates = list(scores)
+        if duplicate_similarity >= 1.0 or len(candidates) <= 1:
+            return candidates[:k]
+        vectors = self._vectors(candidates)
+        picked: list[Key] = []
+        for key in candidates:
+            vector = vectors.get(key)
+            if vector is None or any(float(vector @ vectors[other]) >= duplicate_similarity for other in picked):
+                continue
+            picked.append(key)
+            if len(picked) == k:
+                break
+        return picked
+
+    @staticmethod
+    @abstractmethod
+    def _filter_sql(filters: Filters | None) -> tuple[str, list[Any]]:
+        """The store's SQL condition (and parameters) for ``filters``; see ``filter_values``."""
+
+    @abstractmethod
+    def _vector_hits(self, query: str, depth: int, where: str, params: list[Any]) -> dict[Key, float]:
+        """``{key: cosine distance}`` of the ``depth`` nearest chunks passing the filter, nearest first."""
+
+    @abstractmethod
+    def _keyword_hits(
+        self, query: str, depth: int, where: str, params: list[Any], title_weight: float
+    ) -> dict[Key, float]:
+        """``{key: full-text score}`` of the ``depth`` best full-text matches passing the filter, best first."""
+
+    @abstractmethod
+    def _vectors(self, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
+        """The stored (unit-length) vectors of ``keys``."""
+
+    @abstractmethod
+    def _documents(self, keys: Sequence[Key]) -> dict[Key, Document]:
+        """The documents of ``keys``."""
 
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
         return self.search(query, k, mode=kwargs.get("mode", "hybrid"), filters=kwargs.get("filter"))
@@ -154,8 +265,18 @@ class HybridSearchStore(VectorStore, ABC):
         return [document for document, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
 
-class ChunkStore(HybridSearchStore):
+# Hamming candidates per result re-ranked by exact cosine in unfiltered vector search. The scan costs nearly the
+# same for any number kept (11 ms CPU keeping 160 of 100k, 15 ms keeping 960), and fewer lose true neighbours: at
+# 48x, recall@10 against exact search is 0.99 on 100k near-duplicate chunks (bench/retrieval_latency.py), 0.9998
+# on mini-Wikipedia's dev questions and 1.0 on XQuAD's; at 8x it is 0.92 and 0.99.
+_CANDIDATE_FACTOR = 48
+
+
+class ChunkStore(HybridSearchStore[int]):
     """Hybrid (vector + keyword) chunk store in the railgraph SQLite file."""
+
+    keyword_score_sign = -1.0
+    _filter_sql = staticmethod(filter_sql)
 
     def __init__(self, db: Database, embeddings: Embeddings, options: SearchOptions | None = None) -> None:
         self.db = db
@@ -172,14 +293,23 @@ class ChunkStore(HybridSearchStore):
         metadatas: list[dict] | None = None,
         *,
         ids: list[str] | None = None,
+        vectors: Sequence[Sequence[float]] | None = None,
         **kwargs: Any,
     ) -> list[str]:
+        """Store ``texts``; an existing id is replaced. ``vectors``, when given, are their ``embedded_text`` vectors.
+
+        An ingest embeds many units' chunks in one model call, before its write transaction, and passes them here.
+        """
         texts = list(texts)
         metadatas = metadatas or [{} for _ in texts]
         ids = ids or [str(uuid.uuid4()) for _ in texts]
-        vectors = self._embeddings.embed_documents(
-            [embedded_text(text, metadata.get("title")) for text, metadata in zip(texts, metadatas, strict=True)]
-        )
+        if vectors is None:
+            vectors = self._embeddings.embed_documents(
+                [
+                    embedded_text(text, metadata.get("title"), metadata.get("headings"))
+                    for text, metadata in zip(texts, metadatas, strict=True)
+                ]
+            )
         with self.db.transaction() as conn:
             self._delete_ids(conn, ids)
             for chunk_id, text, metadata, vector in zip(ids, texts, metadatas, vectors, strict=True):
@@ -199,9 +329,11 @@ class ChunkStore(HybridSearchStore):
                     ),
                 )
                 rowid = cursor.lastrowid
+                blob = np.asarray(vector, dtype=np.float32).tobytes()
+                conn.execute("INSERT INTO chunks_vec (rowid, embedding) VALUES (?, ?)", (rowid, blob))
                 conn.execute(
-                    "INSERT INTO chunks_vec (rowid, embedding) VALUES (?, ?)",
-                    (rowid, np.asarray(vector, dtype=np.float32).tobytes()),
+                    "INSERT INTO chunks_quantized (rowid, bits, embedding) VALUES (?, vec_quantize_binary(?), ?)",
+                    (rowid, blob, blob),
                 )
                 conn.execute(
                     "INSERT INTO chunks_fts (rowid, title, content) VALUES (?, ?, ?)",
@@ -216,7 +348,7 @@ class ChunkStore(HybridSearchStore):
             row = conn.execute("SELECT rowid FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
             if row is None:
                 continue
-            for table in ("chunks_vec", "chunks_fts", "chunks"):
+            for table in ("chunks_vec", "chunks_quantized", "chunks_fts", "chunks"):
                 conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (row[0],))
             deleted += 1
         return deleted
@@ -225,7 +357,7 @@ class ChunkStore(HybridSearchStore):
         """Delete chunks by id (all chunks when ``ids`` is None)."""
         with self.db.transaction() as conn:
             if ids is None:
-                for table in ("chunks_vec", "chunks_fts", "chunks"):
+                for table in ("chunks_vec", "chunks_quantized", "chunks_fts", "chunks"):
                     conn.execute(f"DELETE FROM {table}")
             else:
                 self._delete_ids(conn, ids)
@@ -240,108 +372,40 @@ class ChunkStore(HybridSearchStore):
         """Number of chunks stored."""
         return self.db.query("SELECT count(*) FROM chunks")[0][0]
 
-    def search(
-        self,
-        query: str,
-        k: int = 5,
-        *,
-        mode: SearchMode = "hybrid",
-        filters: Filters | None = None,
-        options: SearchOptions | None = None,
-    ) -> list[tuple[Document, float]]:
-        """The ``k`` best chunks for ``query`` with their fused (or single-side) scores, best first.
-
-        ``filters`` (``source``, ``doc_id``, ``type``, ``tags``) restrict both sides inside the SQL query.
-        Each document's metadata gains ``vector_rank``/``vector_distance`` (cosine distance) and
-        ``keyword_rank``/``keyword_score`` (FTS5 bm25, lower is better), None where that side missed it.
-        Nothing is returned when the query's nearest chunk is less similar than the relevance floor
-        (vector and hybrid modes; keyword mode has no similarity to judge by).
-        """
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
-        options = options or self.options
-        depth = max(k * options.depth_factor, 20)
-        where, params = filter_sql(filters)
-        vector_hits = self._vector_hits(query, depth, where, params) if mode != "keyword" else {}
-        keyword_hits = self._keyword_hits(query, depth, where, params, options.title_weight) if mode != "vector" else {}
-        if vector_hits and 1.0 - min(vector_hits.values()) < options.relevance_floor:
-            return []
-        vector_ranks = {rowid: rank for rank, rowid in enumerate(vector_hits, start=1)}
-        keyword_ranks = {rowid: rank for rank, rowid in enumerate(keyword_hits, start=1)}
-        weights = [options.vector_weight, options.keyword_weight]
-        if options.fusion == "rrf":
-            scores = fuse_rankings([vector_ranks, keyword_ranks], weights=weights, k=options.rrf_k)
-        else:
-            # Similarity and negated bm25, so that higher is better on both sides.
-            scores = fuse_scores(
-                [
-                    {rowid: 1.0 - distance for rowid, distance in vector_hits.items()},
-                    {rowid: -bm25 for rowid, bm25 in keyword_hits.items()},
-                ],
-                weights=weights,
-            )
-        best = self._diversify(scores, k, options.duplicate_similarity)
-        if not best:
-            return []
-        marks = ",".join("?" * len(best))
-        rows = {
-            row[0]: row
-            for row in self.db.query(f"SELECT {_COLUMNS} FROM chunks c WHERE c.rowid IN ({marks})", tuple(best))
-        }
-        results = []
-        for rowid in best:
-            document = self._document(rows[rowid])
-            document.metadata.update(
-                vector_rank=vector_ranks.get(rowid),
-                vector_distance=vector_hits.get(rowid),
-                keyword_rank=keyword_ranks.get(rowid),
-                keyword_score=keyword_hits.get(rowid),
-            )
-            results.append((document, scores[rowid]))
-        return results
-
-    def _diversify(self, scores: dict[int, float], k: int, duplicate_similarity: float) -> list[int]:
-        """Up to ``k`` rowids in fused order, skipping any chunk nearly identical to one already taken.
-
-        Near-duplicates (the same paragraph in two files, a re-uploaded page, overlapping neighbours) would
-        otherwise fill the sources with one passage; cosine similarity of their vectors finds them. This is
-        a hard cut rather than MMR's weighted trade-off: fused RRF scores of neighbouring ranks differ by
-        about 1%, so any weighted diversity term reorders distinct relevant chunks too.
-        """
-        candidates = list(scores)
-        if duplicate_similarity >= 1.0 or len(candidates) <= 1:
-            return candidates[:k]
+    def _vectors(self, keys: Sequence[int]) -> dict[int, np.ndarray]:
         # vec0 answers `rowid = ?` by lookup but `rowid IN (...)` by scanning the whole table (23 ms at 100k).
         rows = [
             row
-            for rowid in candidates
+            for rowid in keys
             for row in self.db.query("SELECT rowid, embedding FROM chunks_vec WHERE rowid = ?", (rowid,))
         ]
-        vectors = {rowid: np.frombuffer(blob, dtype=np.float32) for rowid, blob in rows}
-        picked: list[int] = []
-        for rowid in candidates:
-            vector = vectors.get(rowid)
-            if vector is None or any(float(vector @ vectors[other]) >= duplicate_similarity for other in picked):
-                continue
-            picked.append(rowid)
-            if len(picked) == k:
-                break
-        return picked
+        return {rowid: np.frombuffer(blob, dtype=np.float32) for rowid, blob in rows}
+
+    def _documents(self, keys: Sequence[int]) -> dict[int, Document]:
+        marks = ",".join("?" * len(keys))
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM chunks c WHERE c.rowid IN ({marks})", tuple(keys))
+        return {row[0]: self._document(row) for row in rows}
 
     def _vector_hits(self, query: str, depth: int, where: str, params: list[Any]) -> dict[int, float]:
         """``{rowid: cosine distance}`` of the ``depth`` nearest chunks passing the filter, nearest first."""
         vector = np.asarray(self._embeddings.embed_query(query), dtype=np.float32).tobytes()
         if where == "1":
+            # Candidates by Hamming distance between sign bits (a scan of 48-byte codes), re-ranked by exact cosine:
+            # under a third of the time of vec0's exact KNN at 100k chunks, and exact outright while the store holds
+            # no more chunks than there are candidates, so small stores need no path of their own.
             rows = self.db.query(
-                "SELECT rowid, distance FROM chunks_vec WHERE embedding MATCH ? AND k = ? ORDER BY distance",
-                (vector, depth),
+                "SELECT q.rowid, vec_distance_cosine(q.embedding, ?) AS distance"
+                " FROM (SELECT rowid FROM chunks_quantized INDEXED BY chunks_quantized_bits"
+                " ORDER BY vec_distance_hamming(vec_bit(bits), vec_quantize_binary(?)) LIMIT ?) AS candidates"
+                " JOIN chunks_quantized q ON q.rowid = candidates.rowid ORDER BY distance LIMIT ?",
+                (vector, vector, depth * _CANDIDATE_FACTOR, depth),
             )
         else:
-            # vec0's KNN cannot see the chunks table, so over-fetching and dropping could return too few;
-            # an exact scan over only the filtered chunks is both complete and cheap for any selective filter.
+            # A KNN cannot see the chunks table, so over-fetching and dropping could return too few; an exact scan
+            # over only the filtered chunks is complete, and cheap: the plain table hands out a vector by rowid.
             rows = self.db.query(
-                "SELECT v.rowid, vec_distance_cosine(v.embedding, ?) AS distance"
-                f" FROM chunks c JOIN chunks_vec v ON v.rowid = c.rowid WHERE {where} ORDER BY distance LIMIT ?",
+                "SELECT q.rowid, vec_distance_cosine(q.embedding, ?) AS distance"
+                f" FROM chunks c JOIN chunks_quantized q ON q.rowid = c.rowid WHERE {where} ORDER BY distance LIMIT ?",
                 (vector, *params, depth),
             )
         return {row[0]: float(row[1]) for row in rows}

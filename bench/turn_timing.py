@@ -21,7 +21,7 @@ from agent.configuration import Settings
 from agent.graph import build_agent
 from agent.memory import SqliteCheckpointer
 from agent.services import Services
-from loaders.ingest import ingest, record_manager
+from loaders.ingest import file_units, ingest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT.parent / "shared" / "data" / "documents" / "unstructured_example_docs"
@@ -99,7 +99,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp())
     base = Settings(db=f"sqlite:///{workdir / 'bench.db'}", llm="extractive")
     extractive = Services.create(base)
-    ingest([DOCS], extractive.store, record_manager(base.sqlite_path))
+    ingest(file_units([DOCS]), extractive.store)
     report("extractive", time_turns(base, extractive, args.turns))
     if args.gguf.is_file():
         gguf = base.model_copy(update={"llm": f"llamacpp:{args.gguf}"})

@@ -13,9 +13,16 @@ from typing import Any
 
 from nemoguardrails import RailsConfig
 from nemoguardrails.actions import action
-from nemoguardrails.actions.rail_outcome import RailOutcome
+from nemoguardrails.actions.rail_outcome import RailOutcome, TransformTarget
 
-from rails import checks
+from rails import checks, pii
+
+# Where a `pii_check` in each kind of rail writes the masked text: NeMo's variables of the checked text.
+_PII_TARGETS = {
+    "input": TransformTarget.USER_MESSAGE,
+    "output": TransformTarget.BOT_MESSAGE,
+    "retrieval": TransformTarget.RELEVANT_CHUNKS,
+}
 
 
 def _config_dir(config: RailsConfig) -> Path:
@@ -85,3 +92,22 @@ async def citation_check(answer: str, config: RailsConfig, context: dict[str, An
         min_similarity=float(settings.get("min_similarity", checks.MIN_SIMILARITY)),
     )
     return _outcome(finding)
+
+
+@action(name="pii_check", is_system_action=True)
+async def pii_check(text: str, source: str, config: RailsConfig) -> RailOutcome:
+    """Find personal data in a user message, bot message or retrieved chunks (``source``: input, output,
+    retrieval) and mask it, block on it or let it pass per entity type (``pii`` settings in config.yml).
+
+    The reason names entity types and counts only, never the data; a masked text comes back as a transform of the
+    ``source``'s variable, which the flow assigns.
+    """
+    if source not in _PII_TARGETS:
+        raise ValueError(f"pii_check: source must be one of {', '.join(_PII_TARGETS)}, not {source!r}")
+    scan = pii.scan(text or "", pii.PiiSettings.from_config(_settings(config, "pii")))
+    metadata: dict[str, Any] = {"score": scan.score}
+    if scan.blocked:
+        return RailOutcome.block(reason=scan.detail(), metadata=metadata)
+    if scan.masked:
+        return RailOutcome.transform([(_PII_TARGETS[source], scan.text)], reason=scan.detail(), metadata=metadata)
+    return RailOutcome.allow(reason=scan.detail(), metadata=metadata)

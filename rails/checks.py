@@ -105,12 +105,16 @@ def check_prompt_attack(text: str, models_dir: Path, threshold: float | None = N
     """Score the windows of ``text``; block when one reaches the threshold.
 
     The first window is scored alone and the rest only when it does not block: the decision is
-    that of the maximum over all windows, without embedding the rest of a long attack.
+    that of the maximum over all windows, without embedding the rest of a long attack. A prompt
+    that matches a benign look-alike rule must reach the model's stricter look-alike threshold.
     """
     from agent.embeddings import default_embeddings
 
     model = classifier(str(models_dir))
     limit = model.threshold if threshold is None else threshold
+    lookalike = yara_matches(text, model.lookalike_rules(models_dir))
+    if lookalike:
+        limit = max(limit, model.lookalike_threshold)
     windows = split_windows(text)
     scores = model.window_scores(window_embedding(windows[0])[None, :])
     if scores[0] < limit and len(windows) > 1:
@@ -119,7 +123,8 @@ def check_prompt_attack(text: str, models_dir: Path, threshold: float | None = N
     score = float(scores[best])
     where = f" (window {best + 1} of {len(windows)})" if len(windows) > 1 else ""
     relation = ">=" if score >= limit else "<"
-    return Finding(score >= limit, f"score {score:.2f} {relation} {limit:.2f}{where}", score)
+    why = f" (look-alike: {', '.join(lookalike)})" if lookalike else ""
+    return Finding(score >= limit, f"score {score:.2f} {relation} {limit:.2f}{where}{why}", score)
 
 
 # --- political opinions -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 ``check_input`` runs the input rails on a question, ``check_output`` the output rails on a drafted
 answer with its numbered sources; both return a ``RailsOutcome`` with one verdict per rail that ran.
+``mask_chunks`` runs the retrieval rail (personal data) on the texts of retrieved chunks.
 NeMo is imported when the first ``Guard`` is built, not when this module is, so the CLI starts fast.
 
 All checks of one ``Guard`` run on a private event loop in a daemon thread: the sync methods work
@@ -15,7 +16,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypeVar
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from nemoguardrails import LLMRails, RailsConfig
     from nemoguardrails.rails.llm.options import ActivatedRail
 
+    from rails.pii import PiiSettings
+
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_POLICY = "acceptable use"
 _LLM_FLOWS = ("self check input", "self check output")
@@ -36,7 +39,13 @@ _ACTIONS = {
     "prompt attack": "prompt_attack_classifier",
     "political opinions": "political_opinion_check",
     "citations": "citation_check",
+    "pii input": "pii_check",
+    "pii output": "pii_check",
+    "pii retrieval": "pii_check",
 }
+_PII_FLOWS = ("pii input", "pii output", "pii retrieval")
+# The retrieval rail `mask_chunks` runs (NeMo runs retrieval rails only inside its own generation).
+CHUNK_RAIL = "pii retrieval"
 
 T = TypeVar("T")
 
@@ -71,6 +80,16 @@ class RailsOutcome:
     """When blocked: the refusal the rails config words for it (the ``bot refuse ...`` message)."""
 
 
+@dataclass
+class ChunksOutcome:
+    """The result of the retrieval rail on the texts of the chunks retrieved for one question."""
+
+    texts: list[str | None]
+    """Each chunk's text as the model may see it (personal data masked), in order; None for a withheld chunk."""
+    verdict: RailVerdict | None
+    """One verdict for all the chunks; None when the config has no retrieval rail."""
+
+
 class GuardConfigError(ValueError):
     """The rails config folder is missing or cannot be loaded."""
 
@@ -88,6 +107,8 @@ class Guard:
         config = _load_config(self.config_dir)
         _check_config(config, self.config_dir, llm)
         self._rails = _build_rails(config, self.config_dir, llm)
+        self._pii = _pii_settings(config, self.config_dir)
+        self._chunk_rail = CHUNK_RAIL in config.rails.retrieval.flows
         policies = config.custom_data.get("policies") or {}
         self._policies: dict[str, str] = {str(k): str(v) for k, v in policies.items()}
         self._lock = threading.Lock()
@@ -111,6 +132,36 @@ class Guard:
     async def acheck_output(self, question: str, answer: str, sources: list[str]) -> RailsOutcome:
         """Async ``check_output``; the rails run on the Guard's own loop, not the caller's."""
         return await asyncio.wrap_future(self._submit(lambda: self._check_output(question, answer, sources)))
+
+    def mask_chunks(self, texts: Sequence[str]) -> ChunksOutcome:
+        """Run the ``pii retrieval`` rail on the texts of retrieved chunks, in the caller's thread.
+
+        Personal data set to ``mask`` is masked; a chunk holding data set to ``block`` is withheld (its text is
+        None) while the others still answer the question. Without ``pii retrieval`` under ``rails.retrieval``
+        in config.yml the texts come back unchanged and there is no verdict.
+        """
+        if not self._chunk_rail:
+            return ChunksOutcome(texts=list(texts), verdict=None)
+        from rails import pii
+
+        scans = [pii.scan(text, self._pii) for text in texts]
+        masked = [span for scan in scans if not scan.blocked for span in scan.masked]
+        blocking = [span for scan in scans for span in scan.blocking]
+        notes: list[str] = []
+        if masked:
+            changed = sum(bool(scan.masked) and not scan.blocked for scan in scans)
+            notes.append(f"masked {pii.summary(masked)} in {changed} of {len(texts)} chunks")
+        if blocking:
+            withheld = sum(scan.blocked for scan in scans)
+            notes.append(f"withheld {withheld} of {len(texts)} chunks for {pii.summary(blocking)} (set to block)")
+        scores = [span.score for span in (*masked, *blocking)]
+        verdict = RailVerdict(
+            rail=CHUNK_RAIL,
+            verdict="modify" if notes else "pass",
+            detail="; ".join(notes) or f"no personal data found in {len(texts)} chunks",
+            score=max(scores) if scores else None,
+        )
+        return ChunksOutcome(texts=[None if scan.blocked else scan.text for scan in scans], verdict=verdict)
 
     def warm_up(self) -> None:
         """Load what the first check would load lazily (MiniLM, the example embeddings)."""
@@ -172,7 +223,30 @@ class Guard:
             policy = self._policies.get(blocker, DEFAULT_POLICY)
             return RailsOutcome(blocked=True, text="", verdicts=verdicts, policy=policy, message=message or "")
         content = reply.get("content")
-        return RailsOutcome(blocked=False, text=content if isinstance(content, str) else text, verdicts=verdicts)
+        passed = content if isinstance(content, str) else text
+        if passed != text and any(v["rail"] in _PII_FLOWS and v["verdict"] == "modify" for v in verdicts):
+            verdicts = self._mask_flagged(text, verdicts)
+        return RailsOutcome(blocked=False, text=passed, verdicts=verdicts)
+
+    def _mask_flagged(self, text: str, verdicts: list[RailVerdict]) -> list[RailVerdict]:
+        """Flagged spans (and the details quoting them) with personal data masked as in the masked text: the
+        spans stay exact substrings of ``RailsOutcome.text`` and keep no data the PII rail took out."""
+        from rails import pii
+
+        if not any(verdict.get("spans") for verdict in verdicts):
+            return verdicts
+        masked = pii.scan(text, self._pii).masked
+        return [
+            verdict
+            | {
+                "spans": [pii.mask_part(text, masked, span) for span in verdict["spans"]],
+                # The detail quotes the flagged parts, shortened: masked on its own.
+                "detail": pii.scan(verdict["detail"], self._pii).text,
+            }
+            if verdict.get("spans")
+            else verdict
+            for verdict in verdicts
+        ]
 
 
 # --- building the rails ---------------------------------------------------------------------------
@@ -217,7 +291,7 @@ def _check_config(config: RailsConfig, config_dir: Path, llm: BaseChatModel | No
     """Load what the configured rails need now, so a broken file fails here with its name."""
     from rails import checks
 
-    flows = set(config.rails.input.flows) | set(config.rails.output.flows)
+    flows = set(config.rails.input.flows) | set(config.rails.output.flows) | set(config.rails.retrieval.flows)
     custom = config.custom_data
     needs_llm = sorted(flows & set(_LLM_FLOWS))
     if needs_llm and llm is None:
@@ -239,7 +313,20 @@ def _check_config(config: RailsConfig, config_dir: Path, llm: BaseChatModel | No
 
             yara_dir = Path(injection.yara_path)
             yara.compile(filepaths={name: str(yara_dir / f"{name}.yara") for name in injection.injections})
+        if flows & set(_PII_FLOWS):
+            from rails import pii
+
+            pii.analyzer()
     except Exception as exc:
+        raise GuardConfigError(f"rails config in {config_dir}: {exc}") from exc
+
+
+def _pii_settings(config: RailsConfig, config_dir: Path) -> PiiSettings:
+    from rails.pii import PiiSettings
+
+    try:
+        return PiiSettings.from_config(config.custom_data.get("pii") or {})
+    except ValueError as exc:
         raise GuardConfigError(f"rails config in {config_dir}: {exc}") from exc
 
 
@@ -256,7 +343,7 @@ def _build_rails(config: RailsConfig, config_dir: Path, llm: BaseChatModel | Non
     except Exception as exc:
         raise GuardConfigError(f"rails config in {config_dir} is invalid: {exc}") from exc
     # NeMo only finds out at call time that an action is missing (and then answers "internal error").
-    flows = [*config.rails.input.flows, *config.rails.output.flows]
+    flows = [*config.rails.input.flows, *config.rails.output.flows, *config.rails.retrieval.flows]
     registered = set(rails.runtime.action_dispatcher.registered_actions)
     missing = sorted(_ACTIONS[flow] for flow in flows if flow in _ACTIONS and _ACTIONS[flow] not in registered)
     if missing:

@@ -1,9 +1,16 @@
-"""The prompt-attack classifier: MiniLM sentence embeddings and a logistic-regression head.
+"""The prompt-attack classifier: MiniLM sentence embeddings and logistic-regression heads.
+
+There is one head per kind of attack (requests for harmful content; jailbreaks and prompt
+injections), each fitted against the benign prompts. Each head's bias is shifted by the threshold
+that cross-validation chose for it, so a window's score, ``sigmoid`` of the highest shifted logit,
+reaches 0.5 exactly when some head reaches its own threshold.
 
 MiniLM reads at most 256 word pieces, so a long prompt is cut into overlapping windows of about
 that size (measured in characters, roughly four per English word piece) and the prompt scores the
-highest probability of any window: an attack hidden at the end of a long document still counts.
-``rails/train.py`` fits the head; this module only loads and applies it, with numpy.
+highest score of any window: an attack hidden at the end of a long document still counts.
+A prompt that matches a "benign look-alike" rule (``yara/benign_lookalike.yara``: questions about
+staying safe, the computing sense of "kill") must reach a stricter threshold.
+``rails/train.py`` fits the heads; this module only loads and applies them, with numpy.
 """
 
 from __future__ import annotations
@@ -54,10 +61,12 @@ def split_windows(text: str, size: int = WINDOW_CHARS, stride: int = STRIDE_CHAR
 
 @dataclass(frozen=True)
 class PromptAttackModel:
-    """A trained head: ``P(attack | window) = sigmoid(embedding @ coef + intercept)``."""
+    """Trained heads: ``score(window) = sigmoid(max over heads of embedding @ coef[h] + intercept[h])``."""
 
     coef: np.ndarray
-    intercept: float
+    """``(heads, 384)``"""
+    intercept: np.ndarray
+    """``(heads,)``, each head's threshold already subtracted."""
     metadata: dict[str, Any]
 
     @classmethod
@@ -66,21 +75,36 @@ class PromptAttackModel:
         weights, meta = models_dir / WEIGHTS_FILE, models_dir / METADATA_FILE
         for path in (weights, meta):
             if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: run `python -m rails.train` to build the classifier")
+                raise FileNotFoundError(f"{path} is missing: run `railgraph rails train` to build the classifier")
         with np.load(weights) as data:
-            coef = np.asarray(data["coef"], dtype=np.float32).reshape(-1)
-            intercept = float(np.asarray(data["intercept"]).reshape(-1)[0])
-        return cls(coef=coef, intercept=intercept, metadata=json.loads(meta.read_text(encoding="utf-8")))
+            coef = np.atleast_2d(np.asarray(data["coef"], dtype=np.float32))
+            intercept = np.asarray(data["intercept"], dtype=np.float32).reshape(-1)
+        if coef.shape[0] != intercept.shape[0]:
+            raise ValueError(f"{weights} has {coef.shape[0]} heads but {intercept.shape[0]} intercepts: retrain it")
+        model = cls(coef=coef, intercept=intercept, metadata=json.loads(meta.read_text(encoding="utf-8")))
+        rules = model.lookalike_rules(models_dir)
+        if not rules.is_file():
+            raise FileNotFoundError(f"{rules} is missing: {meta} names it as the benign look-alike rules")
+        return model
 
     @property
     def threshold(self) -> float:
-        """The decision threshold chosen at training time (``config.yml`` may override it)."""
+        """The decision threshold (0.5 by construction; ``config.yml`` may override it)."""
         return float(self.metadata["threshold"])
 
+    @property
+    def lookalike_threshold(self) -> float:
+        """The stricter threshold for prompts that match a benign look-alike rule."""
+        return float(self.metadata["lookalike"]["threshold"])
+
+    def lookalike_rules(self, models_dir: Path) -> Path:
+        """The benign look-alike YARA file, recorded relative to ``models_dir``."""
+        return (models_dir / self.metadata["lookalike"]["rules"]).resolve()
+
     def window_scores(self, embeddings: np.ndarray) -> np.ndarray:
-        """Attack probability of each row of an ``(n, 384)`` embedding matrix."""
-        logits = embeddings.astype(np.float32) @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        """Score of each row of an ``(n, 384)`` embedding matrix: its most confident head."""
+        logits = embeddings.astype(np.float32) @ self.coef.T + self.intercept
+        return 1.0 / (1.0 + np.exp(-logits.max(axis=1).astype(np.float64)))
 
     def score(self, text: str, encode: Encoder) -> tuple[float, int]:
         """The highest window score of ``text`` and the index of that window."""

@@ -17,7 +17,7 @@ from agent import Settings, build_agent
 from agent.llamacpp import ChatLlamaCpp
 from agent.services import Services
 from agent.turns import ask, thread_config
-from loaders.ingest import ingest, record_manager
+from loaders.ingest import file_units, ingest
 
 QUESTION = "Where was Iwan Roberts born?"
 
@@ -27,9 +27,8 @@ def database(tmp_path_factory: pytest.TempPathFactory, documents_dir: Path) -> S
     settings = Settings(db=f"sqlite:///{tmp_path_factory.mktemp('gen') / 'railgraph.db'}", llm="extractive")
     services = Services.create(settings)
     ingest(
-        [documents_dir / "unstructured_example_docs" / "norwich-city.txt"],
+        file_units([documents_dir / "unstructured_example_docs" / "norwich-city.txt"]),
         services.store,
-        record_manager(settings.sqlite_path),
     )
     services.close()
     return settings

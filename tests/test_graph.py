@@ -16,7 +16,7 @@ from agent.review import AlreadyDecided
 from agent.services import Services, services_for
 from agent.tool import as_tool
 from agent.turns import ask, decide, thread_config
-from loaders.ingest import ingest, record_manager
+from loaders.ingest import file_units, ingest
 
 XSS_NOTE = (
     "Maintenance notice for the status dashboard.\n\n"
@@ -40,9 +40,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, documents_dir: Path) -> tup
     services = services_for(settings)
     docs = documents_dir / "unstructured_example_docs"
     report = ingest(
-        [docs / "norwich-city.txt", docs / "fake-text.txt", note],
+        file_units([docs / "norwich-city.txt", docs / "fake-text.txt", note]),
         services.store,
-        record_manager(settings.sqlite_path),
     )
     assert not report.failed and report.added > 5
     return settings, root

@@ -18,7 +18,7 @@ from agent.graph import CompiledStateGraph
 from agent.models import ChatModelChoice
 from agent.services import Services, services_for
 from agent.turns import ask, thread_config
-from loaders.ingest import ingest, record_manager
+from loaders.ingest import file_units, ingest
 from rails import Guard
 from rails.checks import check_citations
 
@@ -93,7 +93,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, documents_dir: Path) -> Set
     settings = Settings(db=f"sqlite:///{root / 'railgraph.db'}", llm="extractive")
     services = services_for(settings)
     docs = documents_dir / "unstructured_example_docs"
-    report = ingest([docs / "norwich-city.txt"], services.store, record_manager(settings.sqlite_path))
+    report = ingest(file_units([docs / "norwich-city.txt"]), services.store)
     assert not report.failed and report.added > 5
     return settings
 

@@ -1,13 +1,22 @@
-"""The Postgres chunk store (pgvector + tsvector) against a real PostgreSQL 18 server: no mocks."""
+"""Both chunk stores on real components, a SQLite file and a real PostgreSQL 18 server (pgvector): no mocks.
+
+Retrieval behaviour is asserted on both stores (tests parametrized ``sqlite``/``postgres``), which holds the
+Postgres store to the SQLite one's semantics; what only Postgres has (tsquery quoting, the HNSW index, COPY
+upserts, threads, the schema) is asserted on ``PgChunkStore`` alone.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from langchain_classic.indexes import SQLRecordManager
@@ -16,8 +25,10 @@ from sqlalchemy import create_engine
 from agent.db import Database
 from agent.embeddings import default_embeddings
 from agent.pgstore import PgChunkStore, tsquery_text
-from agent.store import ChunkStore
-from loaders.ingest import RECORD_NAMESPACE, ingest
+from agent.store import ChunkStore, Filters, HybridSearchStore, SearchOptions
+from loaders.ingest import RECORD_NAMESPACE, file_units, ingest
+
+STORES = ["sqlite", "postgres"]
 
 CORPUS = [
     "A sourdough starter is a culture of wild yeast and lactic acid bacteria; feed it flour and water daily, keep it"
@@ -37,16 +48,56 @@ CORPUS = [
 IDS = [f"chunk-{n}" for n in range(len(CORPUS))]
 METADATAS = [{"source": f"notes/{n}.txt", "page": n % 3, "start_index": 0, "end_index": 10} for n in range(len(CORPUS))]
 
+# Eight XQuAD articles (five Wikipedia paragraphs each), one file per article: its type and tags.
+ARTICLES = {
+    "Super_Bowl_50": ("txt", ["sport"]),
+    "Warsaw": ("md", ["city", "europe"]),
+    "Steam_engine": ("pdf", ["technology"]),
+    "Oxygen": ("txt", ["science"]),
+    "Amazon_rainforest": ("pdf", ["nature"]),
+    "Black_Death": ("md", ["history", "europe"]),
+    "Newcastle_upon_Tyne": ("txt", ["city", "europe"]),
+    "Rhine": ("md", ["river", "europe"]),
+}
+# The Rhine Gorge paragraph, stored a second time as someone's notes.
+COPIED = "xq-a41-p00"
 
-@pytest.fixture
-def pg_url(pg_server: Any) -> Iterator[str]:
-    """A fresh, empty database on the session's server, dropped afterwards, so tests never see each other's rows."""
+
+@contextmanager
+def fresh_database(pg_server: Any) -> Iterator[str]:
+    """A new, empty database on the session's server, dropped afterwards, so tests never see each other's rows."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server.get_uri(), autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
-    yield pg_server.get_uri(database=name)
-    with psycopg.connect(pg_server.get_uri(), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    try:
+        yield pg_server.get_uri(database=name)
+    finally:
+        with psycopg.connect(pg_server.get_uri(), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@contextmanager
+def open_store(kind: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[HybridSearchStore]:
+    """An empty store: a SQLite file in ``folder``, or a fresh database on the session's Postgres."""
+    if kind == "sqlite":
+        database = Database(folder / "chunks.db")
+        try:
+            yield ChunkStore(database, default_embeddings())
+        finally:
+            database.close()
+        return
+    with fresh_database(request.getfixturevalue("pg_server")) as url:
+        store = PgChunkStore(url, default_embeddings())
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> Iterator[str]:
+    with fresh_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture
@@ -60,6 +111,204 @@ def store(pg_url: str) -> Iterator[PgChunkStore]:
 def filled(store: PgChunkStore) -> PgChunkStore:
     store.add_texts(CORPUS, METADATAS, ids=IDS)
     return store
+
+
+@pytest.fixture(params=STORES)
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HybridSearchStore]:
+    with open_store(request.param, request, tmp_path) as store:
+        yield store
+
+
+@pytest.fixture
+def any_filled(any_store: HybridSearchStore) -> HybridSearchStore:
+    any_store.add_texts(CORPUS, METADATAS, ids=IDS)
+    return any_store
+
+
+@pytest.fixture(scope="module", params=STORES)
+def wiki(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> Iterator[HybridSearchStore]:
+    """The eight articles' 40 paragraphs plus one copied paragraph, in a store of each kind."""
+    passages = [json.loads(line) for line in (shared_data / "rag" / "xquad" / "corpus.jsonl").read_text().splitlines()]
+    passages = [passage for passage in passages if passage["title"] in ARTICLES]
+    metadatas = [
+        {
+            "source": f"xquad/{passage['title']}.{ARTICLES[passage['title']][0]}",
+            "doc_id": passage["title"],
+            "title": passage["title"].replace("_", " "),
+            "type": ARTICLES[passage["title"]][0],
+            "tags": ARTICLES[passage["title"]][1],
+        }
+        for passage in passages
+    ]
+    copied = next(passage for passage in passages if passage["id"] == COPIED)
+    with open_store(request.param, request, tmp_path_factory.mktemp(request.param)) as store:
+        store.add_texts(
+            [passage["text"] for passage in passages] + [copied["text"]],
+            [*metadatas, {"source": "notes/rhine.txt", "doc_id": "rhine-notes", "type": "txt", "tags": ["river"]}],
+            ids=[passage["id"] for passage in passages] + ["rhine-notes"],
+        )
+        yield store
+
+
+def ids(results: list[tuple[Any, float]]) -> list[str]:
+    return [document.id for document, _ in results]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Who sang the national anthem at Super Bowl 50?", "xq-a00-p03"),
+        ("When was Warsaw's first stock exchange established?", "xq-a01-p04"),
+        ("What instrument is used to examine steam engine performance?", "xq-a11-p01"),
+        ("When did Carl Wilhelm Scheele discover oxygen?", "xq-a12-p00"),
+        ("How many people died of the plague?", "xq-a20-p03"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "keyword"])
+def test_clear_questions_find_their_paragraph_on_both_stores(
+    wiki: HybridSearchStore, mode: str, query: str, expected: str
+) -> None:
+    (best, score), *_ = wiki.search(query, 3, mode=mode)
+    assert best.id == expected and score > 0
+    # Where each side ranked it, and its score there; None for a side that was not searched.
+    metadata = best.metadata
+    if mode == "keyword":
+        assert metadata["vector_rank"] is metadata["vector_distance"] is None
+    else:
+        assert metadata["vector_rank"] >= 1 and 0.0 < metadata["vector_distance"] < 0.8
+    if mode == "vector":
+        assert metadata["keyword_rank"] is metadata["keyword_score"] is None
+    else:
+        assert metadata["keyword_rank"] >= 1 and metadata["keyword_score"] != 0
+
+
+# Each keeps paragraphs that the question is about (a filter to unrelated ones finds nothing, by the relevance
+# floor) but that the unfiltered search ranks below the Rhine's.
+FILTERS: list[Filters] = [
+    {"source": "xquad/Newcastle_upon_Tyne.txt"},
+    {"doc_id": "Black_Death"},
+    {"type": "txt"},
+    {"tags": "city"},
+    {"doc_id": ["Warsaw", "Black_Death"]},
+    {"type": "md", "tags": ["history", "sport"]},
+]
+
+
+def passes(metadata: dict[str, Any], filters: Filters) -> bool:
+    """Whether a chunk's metadata passes ``filters`` as the stores define them."""
+    for name, value in filters.items():
+        values = {value} if isinstance(value, str) else set(value)
+        have = set(metadata.get("tags") or []) if name == "tags" else {metadata.get(name)}
+        if not values & have:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda filters: json.dumps(filters))
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "keyword"])
+def test_a_filter_returns_only_its_chunks_and_finds_them_beyond_the_top_k(
+    wiki: HybridSearchStore, mode: str, filters: Filters
+) -> None:
+    query = "history of trade, ships and rivers in Europe"
+    unfiltered = ids(wiki.search(query, 3, mode=mode))
+    filtered = wiki.search(query, 3, mode=mode, filters=filters)
+    assert filtered and all(passes(document.metadata, filters) for document, _ in filtered)
+    assert set(ids(filtered)) - set(unfiltered), "the filter found nothing the unfiltered search had not"
+
+
+def test_a_filter_is_complete_where_the_vector_index_alone_would_find_nothing(store: PgChunkStore) -> None:
+    """1,500 chunks nearer the question than every chunk passing the filter: HNSW's own candidates all fail it.
+
+    The vectors are built around the real question's vector, so the right answer is known. ``enable_sort = off``
+    makes the planner take the vector index for every filter, as it does for broad filters at 100k chunks but not
+    on a table this small. With iterative scans off (as when one gives up after ``hnsw.max_scan_tuples``) the
+    index yields none of the three chunks a narrow filter keeps, and the exact scan must find them.
+    """
+    rng = np.random.default_rng(7)
+    query = "Which treaty ended the Thirty Years' War?"
+    question = np.asarray(store.embeddings.embed_query(query))
+
+    def around(similarity: float, n: int) -> list[list[float]]:
+        noise = rng.normal(size=(n, question.size))
+        noise -= np.outer(noise @ question, question)
+        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+        return (similarity * question + np.sqrt(1 - similarity**2) * noise).tolist()
+
+    near, far, wanted = around(0.6, 1500), around(0.1, 1497), [around(s, 1)[0] for s in (0.35, 0.45, 0.3)]
+    store.add_embeddings(
+        ["near"] * len(near) + ["far"] * len(far) + ["wanted"] * len(wanted),
+        near + far + wanted,
+        [{"source": "near.txt"}] * len(near)
+        + [{"source": "far.txt", "type": "pdf", "tags": ["x"]}] * len(far)
+        + [{"source": "wanted.txt", "type": "pdf", "tags": ["x"]}] * len(wanted),
+        ids=[f"near-{n}" for n in range(len(near))] + [f"far-{n}" for n in range(len(far))] + ["w0", "w1", "w2"],
+    )
+    assert not {"w0", "w1", "w2"} & set(ids(store.search(query, 20, mode="vector")))
+    with store.connection() as conn:
+        conn.execute("SET enable_sort = off")
+    for filters in ({"source": "wanted.txt"}, {"type": "pdf"}, {"tags": "x"}):
+        found = store.search(query, 3, mode="vector", filters=filters)
+        assert ids(found) == ["w1", "w0", "w2"], filters
+        distances = [document.metadata["vector_distance"] for document, _ in found]
+        assert distances == pytest.approx([0.55, 0.65, 0.7], abs=1e-4)
+    with store.connection() as conn:
+        conn.execute("SET hnsw.iterative_scan = off")
+    assert ids(store.search(query, 3, mode="vector", filters={"source": "wanted.txt"})) == ["w1", "w0", "w2"]
+
+
+def test_copies_of_one_paragraph_fill_one_place(wiki: HybridSearchStore) -> None:
+    query = "castles and vineyards of the Rhine Gorge"
+    (copy,) = wiki.get_by_ids(["rhine-notes"])
+    kept = [document.page_content for document, _ in wiki.search(query, 3)]
+    assert kept.count(copy.page_content) == 1 and len(set(kept)) == 3
+    every = wiki.search(query, 3, options=SearchOptions(duplicate_similarity=1.0))
+    assert [document.page_content for document, _ in every].count(copy.page_content) == 2
+
+
+def test_an_unrelated_question_finds_nothing(wiki: HybridSearchStore) -> None:
+    query = "What is the rest mass of a charm quark in quantum chromodynamics?"
+    assert wiki.search(query, 5) == wiki.search(query, 5, mode="vector") == []
+    # It is the floor that empties the answer: without it the nearest paragraphs come back.
+    assert len(wiki.search(query, 5, options=SearchOptions(relevance_floor=0.0))) == 5
+
+
+@pytest.mark.parametrize("fusion", ["convex", "rrf"])
+def test_fusion_weights_decide_which_side_wins(any_filled: HybridSearchStore, fusion: str) -> None:
+    # Only the sourdough chunk names Pieter Haverkamp, in passing: its vector is about bread, so vector search
+    # ranks look-alike names (Haverford, Van Kampen, Dutch surnames) first.
+    query = "Pieter Haverkamp"
+    vector_only = any_filled.search(query, 3, options=SearchOptions(fusion=fusion, keyword_weight=0.0))
+    assert "chunk-0" not in ids(vector_only)
+    (best, _), *_ = any_filled.search(query, 3, options=SearchOptions(fusion=fusion))
+    assert best.id == "chunk-0" and best.metadata["keyword_rank"] == 1 and best.metadata["vector_rank"] > 3
+
+
+def test_hybrid_finds_by_meaning_what_keywords_miss(any_filled: HybridSearchStore) -> None:
+    query = "a feline dozing in the sun"  # shares no word (after stemming) with the cat chunk
+    assert any_filled.search(query, 3, mode="keyword") == []
+    best, *_ = any_filled.search(query, 3)
+    assert best[0].id == "chunk-7"
+    assert (best[0].metadata["vector_rank"], best[0].metadata["keyword_rank"]) == (1, None)
+
+
+def test_the_title_is_embedded_with_the_chunk(any_store: HybridSearchStore) -> None:
+    # The same words under two titles: only the title can tell the vector side which river is meant.
+    text = "It floods every summer, and the farms along its banks depend on the silt it leaves behind."
+    any_store.add_texts([text, text], [{"source": "a.md", "title": "Nile"}, {"source": "b.md", "title": "Mekong"}])
+    (best, _), *_ = any_store.search("the river Nile in Egypt", 1, mode="vector")
+    assert best.metadata["title"] == "Nile"
+    (best, _), *_ = any_store.search("the Mekong in Vietnam and Cambodia", 1, mode="vector")
+    assert best.metadata["title"] == "Mekong"
+
+
+def test_unknown_filters_and_modes_are_refused_alike(any_filled: HybridSearchStore) -> None:
+    message = "unknown search filter 'colour': use one of source, doc_id, type, tags"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        any_filled.search("cat", 3, filters={"colour": "red"})
+    with pytest.raises(ValueError, match=r"^unknown search mode 'fuzzy': use one of hybrid, vector, keyword$"):
+        any_filled.search("cat", 3, mode="fuzzy")  # type: ignore[arg-type]
 
 
 def test_add_search_replace_delete_round_trip(store: PgChunkStore) -> None:
@@ -87,24 +336,6 @@ def test_add_search_replace_delete_round_trip(store: PgChunkStore) -> None:
     assert store.count() == 0 and store.search("cat", 3) == []
 
 
-def test_hybrid_finds_by_keyword_what_vector_misses(filled: PgChunkStore) -> None:
-    # Only the sourdough chunk names Pieter Haverkamp, in passing: its vector is about bread, so vector search
-    # ranks look-alike names (Haverford, Van Kampen, Dutch surnames) first.
-    query = "Pieter Haverkamp"
-    assert "chunk-0" not in [document.id for document, _ in filled.search(query, 3, mode="vector")]
-    assert [document.id for document, _ in filled.search(query, 3, mode="keyword")] == ["chunk-0"]
-    best, *_ = filled.search(query, 3)
-    assert best[0].id == "chunk-0" and best[0].metadata["keyword_rank"] == 1
-
-
-def test_hybrid_finds_by_meaning_what_keywords_miss(filled: PgChunkStore) -> None:
-    query = "a feline dozing in the sun"  # shares no word (after stemming) with the cat chunk
-    assert filled.search(query, 3, mode="keyword") == []
-    best, *_ = filled.search(query, 3)
-    assert best[0].id == "chunk-7"
-    assert (best[0].metadata["vector_rank"], best[0].metadata["keyword_rank"]) == (1, None)
-
-
 def test_user_text_is_never_query_syntax(filled: PgChunkStore) -> None:
     assert tsquery_text(["o'brien", "a\\b"]) == "'o''brien' | 'a\\\\b'"
     for query in ['"war" -treaty', "war & !treaty | :*", "war <-> (treaty", "o'brien\\", "'", "the of", "x"]:
@@ -121,7 +352,7 @@ def test_keyword_ranking_prefers_chunks_sharing_more_words(filled: PgChunkStore)
 
 
 def test_langchain_index_reingest_adds_nothing(store: PgChunkStore, pg_server: Any, tmp_path: Path) -> None:
-    """``loaders.ingest`` (LangChain ``index()`` + ``SQLRecordManager``), with the records on the same Postgres."""
+    """``loaders.ingest`` with LangChain's ``SQLRecordManager``, the records on the same Postgres."""
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "office.txt").write_text("The office moved to Oslo in 2021.\n\nThe canteen opens at eight.\n")
@@ -131,29 +362,18 @@ def test_langchain_index_reingest_adds_nothing(store: PgChunkStore, pg_server: A
     try:
         records = SQLRecordManager(RECORD_NAMESPACE, engine=engine)
         records.create_schema()
-        first = ingest([folder], store, records)
+        first = ingest(file_units([folder]), store, records)
         assert first.added == first.chunks == store.count() > 0 and not first.failed
-        second = ingest([folder], store, records)
+        second = ingest(file_units([folder]), store, records)
         assert (second.added, second.updated, second.deleted, second.skipped) == (0, 0, 0, first.added)
 
         (folder / "office.txt").write_text("The office moved to Bergen in 2023.\n")
-        third = ingest([folder], store, records)
+        third = ingest(file_units([folder]), store, records)
         assert (third.added, third.deleted) == (1, 1) and store.count() == first.added
         texts = [document.page_content for document, _ in store.search("Where did the office move?", 2)]
         assert "Bergen" in texts[0] and not any("Oslo" in text for text in texts)
     finally:
         engine.dispose()
-
-
-def test_vector_mode_agrees_with_the_sqlite_store(filled: PgChunkStore, tmp_path: Path) -> None:
-    sqlite_store = ChunkStore(Database(tmp_path / "railgraph.db"), default_embeddings())
-    sqlite_store.add_texts(CORPUS, METADATAS, ids=IDS)
-    for query in ["bread baking with wild yeast", "a kitten napping", "ice shaping mountains", "mortgage prices"]:
-        pg_best = filled.search(query, 3, mode="vector")[0][0]
-        sqlite_best = sqlite_store.search(query, 3, mode="vector")[0][0]
-        assert pg_best.id == sqlite_best.id, query
-        assert pg_best.metadata["source"] == sqlite_best.metadata["source"]
-    sqlite_store.db.close()
 
 
 def test_one_store_serves_many_threads(filled: PgChunkStore) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent import Settings, build_agent
-from agent.db import Database
+from agent.db import MIGRATIONS, Database
 from agent.embeddings import default_embeddings
+from agent.evaluation import corpus_documents, ingest_corpus, read_questions
 from agent.extractive import NOT_FOUND
 from agent.fusion import fuse_scores
 from agent.services import services_for
@@ -93,3 +95,126 @@ def test_unrelated_question_finds_nothing_and_the_agent_says_so(tmp_path: Path, 
     result = ask(build_agent(settings), "What is the rest mass of a charm quark in quantum chromodynamics?")
     assert result["status"] == "answered"
     assert result["answer"] == NOT_FOUND and result["sources"] == []
+
+
+@pytest.fixture(scope="module")
+def xquad(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[ChunkStore, list[str]]:
+    """All XQuAD paragraphs, split as an ingest splits them, and every other one of its distinct dev questions."""
+    settings = Settings()
+    source = shared_data / "rag" / "xquad"
+    chunks = ChunkStore(Database(tmp_path_factory.mktemp("xquad") / "chunks.db"), default_embeddings())
+    ingest_corpus(
+        chunks,
+        corpus_documents(source / "corpus.jsonl"),
+        chunk_size=settings.chunk_size,
+        chunk_overlap=settings.chunk_overlap,
+    )
+    questions = [question.question for question in read_questions(source / "questions_dev.jsonl")]
+    return chunks, list(dict.fromkeys(questions))[::2]
+
+
+def exact_nearest(store: ChunkStore, query: str, k: int) -> list[tuple[str, float]]:
+    """Ids and cosine distances of the ``k`` nearest chunks by vec0's exact KNN over every float vector."""
+    vector = np.asarray(store.embeddings.embed_query(query), dtype=np.float32).tobytes()
+    rows = store.db.query(
+        "SELECT c.id, knn.distance FROM (SELECT rowid, distance FROM chunks_vec WHERE embedding MATCH ? AND k = ?)"
+        " AS knn JOIN chunks c ON c.rowid = knn.rowid ORDER BY knn.distance",
+        (vector, k),
+    )
+    return [(row[0], row[1]) for row in rows]
+
+
+def test_quantised_vector_search_finds_what_exact_search_finds(
+    xquad: tuple[ChunkStore, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, questions = xquad
+    every = SearchOptions(duplicate_similarity=1.0, relevance_floor=0.0)
+
+    def agreement() -> float:
+        same = 0
+        for question in questions:
+            found = [
+                (document.id, document.metadata["vector_distance"])
+                for document, _ in store.search(question, 5, mode="vector", options=every)
+            ]
+            exact = exact_nearest(store, question, 5)
+            if [chunk_id for chunk_id, _ in found] == [chunk_id for chunk_id, _ in exact]:
+                # Ranked and scored by exact cosine distance, not by the Hamming distance that chose them.
+                assert [distance for _, distance in found] == pytest.approx([distance for _, distance in exact])
+                same += 1
+        return same / len(questions)
+
+    # A store with fewer chunks than the candidates it draws is searched exactly.
+    assert agreement() == 1.0
+    # With the candidates cut to 80 of the store's few hundred chunks, the sign bits really choose.
+    monkeypatch.setattr("agent.store._CANDIDATE_FACTOR", 4)
+    assert store.count() > 4 * 20
+    assert agreement() >= 0.97
+
+
+def table_counts(db: Database) -> dict[str, int]:
+    """Rows in each table that holds one row per chunk."""
+    tables = ("chunks", "chunks_vec", "chunks_quantized", "chunks_fts")
+    return {table: db.query(f"SELECT count(*) FROM {table}")[0][0] for table in tables}
+
+
+def test_deleting_and_re_adding_chunks_keeps_every_table_in_step(tmp_path: Path) -> None:
+    store = ChunkStore(Database(tmp_path / "chunks.db"), default_embeddings())
+    store.add_texts(
+        [text for *_, text in TEXTS], [{"source": source} for source, *_ in TEXTS], ids=[source for source, *_ in TEXTS]
+    )
+    question = "Which river ends in the Black Sea?"
+    assert doc_ids(store.search(question, 1, mode="vector")) == ["danube.txt"]
+    # The Danube has the highest rowid, which SQLite hands to the next chunk added: a leftover row of the deleted
+    # chunk in any table would collide with it or be returned as the new chunk.
+    store.delete(["danube.txt"])
+    assert "danube.txt" not in doc_ids(store.search(question, 5, mode="vector"))
+    store.add_texts(
+        ["The Volga is the longest river in Europe and flows into the Caspian Sea."],
+        [{"source": "volga.md"}],
+        ids=["volga.md"],
+    )
+    store.add_texts([RHINE.replace("North Sea", "North Sea at Rotterdam")], [{"source": "rhine.md"}], ids=["rhine.md"])
+    assert doc_ids(store.search("Which river flows into the Caspian Sea?", 1, mode="vector")) == ["volga.md"]
+    assert set(table_counts(store.db).values()) == {len(TEXTS)}
+    store.delete()
+    assert set(table_counts(store.db).values()) == {0}
+    assert store.search(question, 5, mode="vector") == []
+
+
+def test_a_database_of_the_previous_schema_upgrades_with_its_vectors_searchable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embeddings = default_embeddings()
+    texts = [text for *_, text in TEXTS]
+    # A file as the release before quantised search left it: chunks written the way its add_texts wrote them.
+    previous = next(number for number, script in enumerate(MIGRATIONS) if "chunks_quantized" in script)
+    monkeypatch.setattr("agent.db.MIGRATIONS", MIGRATIONS[:previous])
+    old = Database(tmp_path / "chunks.db")
+    with old.transaction() as conn:
+        for rowid, ((source, *_), text, vector) in enumerate(
+            zip(TEXTS, texts, embeddings.embed_documents(texts), strict=True), start=1
+        ):
+            conn.execute(
+                "INSERT INTO chunks (rowid, id, doc_id, source, content) VALUES (?, ?, ?, ?, ?)",
+                (rowid, source, source, source, text),
+            )
+            conn.execute(
+                "INSERT INTO chunks_vec (rowid, embedding) VALUES (?, ?)",
+                (rowid, np.asarray(vector, dtype=np.float32).tobytes()),
+            )
+            conn.execute("INSERT INTO chunks_fts (rowid, title, content) VALUES (?, '', ?)", (rowid, text))
+    old.close()
+    monkeypatch.undo()
+
+    store = ChunkStore(Database(tmp_path / "chunks.db"), embeddings)
+    assert store.db.query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
+    assert set(table_counts(store.db).values()) == {len(TEXTS)}
+    question = "Which river ends in the Black Sea?"
+    (best, _), *_ = store.search(question, 5, mode="vector")
+    assert best.metadata["doc_id"] == "danube.txt"
+    # The same chunks at the same distances as an exact search (the two Rhine copies tie, in either order).
+    found = store.search(question, 5, mode="vector", options=SearchOptions(duplicate_similarity=1.0))
+    exact = exact_nearest(store, question, 5)
+    assert {document.id for document, _ in found} == {chunk_id for chunk_id, _ in exact}
+    assert [document.metadata["vector_distance"] for document, _ in found] == pytest.approx([d for _, d in exact])

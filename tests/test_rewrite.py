@@ -15,7 +15,7 @@ from agent.models import ChatModelChoice
 from agent.rewrite import llm_rewrite, rule_rewrite
 from agent.services import Services, services_for
 from agent.turns import thread_config
-from loaders.ingest import ingest, record_manager
+from loaders.ingest import file_units, ingest
 
 FIRST = "Where was Iwan Roberts born?"
 FOLLOW_UP = "And how many caps did he win?"
@@ -27,9 +27,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, documents_dir: Path) -> Set
     settings = Settings(db=f"sqlite:///{root / 'railgraph.db'}", llm="extractive", max_tokens=32)
     services = services_for(settings)
     docs = documents_dir / "unstructured_example_docs"
-    report = ingest(
-        [docs / "norwich-city.txt", docs / "fake-text.txt"], services.store, record_manager(settings.sqlite_path)
-    )
+    report = ingest(file_units([docs / "norwich-city.txt", docs / "fake-text.txt"]), services.store)
     assert not report.failed and report.added > 5
     return settings
 
