@@ -266,7 +266,14 @@ def test_ingest_sync_of_files_a_site_and_query_rows_each_in_its_own_scope(
         assert sum(source.endswith(passages[1]["id"]) for source in after) == 0
         assert sum("#query=" in source for source in after) == 2
 
-    # The site is down: its start page fails, and a synced run must not take that for every page gone.
+    # The site is down and the query fails: a synced run must not take either for every page or row gone.
+    with sqlite3.connect(rows) as conn:
+        conn.execute("DROP TABLE passages")
+    conn.close()
     down = railgraph(*command, env=env)
-    assert down.returncode == 1 and json.loads(down.stdout)["deleted"] == 0
+    assert down.returncode == 1
+    report = json.loads(down.stdout)
+    assert report["deleted"] == 0 and len(report["failed"]) == 2
+    assert any(base in failure["error"] for failure in report["failed"])
+    assert any("passages.db" in failure["error"] and "query failed" in failure["error"] for failure in report["failed"])
     assert sources() == after
