@@ -70,9 +70,9 @@ MIGRATIONS: list[str] = [
         SELECT namespace, key, group_id, coalesce(updated_at, 0) FROM upsertion_record WHERE key IS NOT NULL;
     DROP TABLE upsertion_record;
     """,
-    # Fast unfiltered vector search (ChunkStore._vector_hits): each chunk's vector as sign bits, scanned whole by
-    # Hamming distance for candidates, and its float vector again to re-rank them exactly. vec0 serves neither
-    # cheaply: its KNN cost grows with k, and it reads one vector by rowid by walking a 1.5 MB chunk blob (~0.1 ms).
+    # Fast vector search (ChunkStore._vector_hits): each chunk's vector as sign bits, scanned whole by Hamming
+    # distance for candidates, and its float vector again to re-rank them (and to scan filtered chunks) exactly. vec0
+    # serves neither cheaply: its KNN cost grows with k, and it reads one vector by rowid by walking a 1.5 MB blob.
     # The index on bits is never searched: it is the compact copy that the Hamming scan reads.
     """
     CREATE TABLE chunks_quantized (
