@@ -283,6 +283,15 @@ class ChunkStore(HybridSearchStore[int]):
         self._embeddings = embeddings
         self.options = options or SearchOptions()
 
+    def search(self, query: str, k: int = 5, **kwargs: Any) -> list[tuple[Document, float]]:
+        """``HybridSearchStore.search`` in one read snapshot of the database.
+
+        The search runs several queries; an ingest committing between them would otherwise mix a document's old
+        and new chunks, or rank rows that are already gone.
+        """
+        with self.db.transaction(write=False):
+            return super().search(query, k, **kwargs)
+
     @property
     def embeddings(self) -> Embeddings:
         return self._embeddings
