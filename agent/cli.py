@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agent.configuration import Settings
@@ -50,6 +50,19 @@ ThreadOption = Annotated[
 ReviewerOption = Annotated[
     str | None, typer.Option("--as", help="Reviewer name recorded with the decision (default: your login).")
 ]
+
+
+def progress_bar(*extra: ProgressColumn, transient: bool = True, console: Console | None = None) -> Progress:
+    """The progress bar of every long command (on stderr): description, bar, done/total, ``extra``, elapsed."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra,
+        TimeElapsedColumn(),
+        console=console or err,
+        transient=transient,
+    )
 
 
 def _settings(db: str | None) -> Settings:
@@ -219,15 +232,8 @@ def ingest(
         )
         sources.append(guarded(rows, scope))
     services = _services(settings)
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[chunks]} chunks, {task.fields[rate]:.1f} chunks/s"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=as_json,
-    ) as progress:
+    rate = TextColumn("{task.fields[chunks]} chunks, {task.fields[rate]:.1f} chunks/s")
+    with progress_bar(rate, transient=as_json) as progress:
         # Pages and rows are only known as they come: a total only for files alone.
         total = len(files) if len(sources) == 1 else None
         task = progress.add_task("ingesting", total=total, chunks=0, rate=0.0)
@@ -497,14 +503,7 @@ def eval_retrieval(
             raise _fail(str(error)) from error
         database = Database(settings.sqlite_path)
         store = ChunkStore(database, default_embeddings(), SearchOptions.from_settings(settings))
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as progress:
+        with progress_bar() as progress:
             tasks: dict[str, Any] = {}
 
             def report(stage: str, done: int, total: int) -> None:
@@ -547,14 +546,7 @@ def eval_pii(
         raise _fail(str(error)) from error
     for problem in problems:
         err.print(escape(problem))
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("pii", total=len(samples))
         result = pii.evaluate(samples, progress=lambda done, _: progress.update(task, completed=done))
     result["skipped_rows"] = len(problems)
@@ -596,14 +588,7 @@ def eval_guard(
     except (ValueError, GuardConfigError) as error:
         raise _fail(str(error)) from error
     try:
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as progress:
+        with progress_bar() as progress:
             task = progress.add_task("input rails", total=len(rows))
             result = evaluate_guard(
                 lambda text: guard.check_input(text).blocked,

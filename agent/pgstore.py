@@ -210,10 +210,7 @@ class PgChunkStore(HybridSearchStore[str]):
         texts = list(texts)
         metadatas = metadatas or [{} for _ in texts]
         vectors = self._embeddings.embed_documents(
-            [
-                embedded_text(text, metadata.get("title"), metadata.get("headings"))
-                for text, metadata in zip(texts, metadatas, strict=True)
-            ]
+            [embedded_text(text, metadata) for text, metadata in zip(texts, metadatas, strict=True)]
         )
         return self.add_embeddings(texts, vectors, metadatas, ids=ids)
 

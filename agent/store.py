@@ -54,14 +54,17 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{word}"' for word in content)
 
 
-def embedded_text(text: str, title: str | None, headings: str | None = None) -> str:
-    """What a chunk's vector is computed from: its title (article, page heading) and headings, then its text.
+def embedded_text(text: str, metadata: Mapping[str, Any]) -> str:
+    """What a chunk's vector is computed from: its ``title`` (article, page heading) and ``headings``, then its text.
+
+    Every writer of vectors (both chunk stores, the ingest, the benchmarks) calls this with the chunk's metadata,
+    so no path can leave the headings out.
 
     A chunk cut from the middle of a document often never names its subject; the title puts it back, so
     "When did the Panthers ...?" reaches a chunk about Super Bowl 50 that only says "the team". The section
     headings above it (metadata ``headings``, "Install > From source") do the same within one document.
     """
-    context = " > ".join(part for part in (title, headings) if part)
+    context = " > ".join(part for part in (metadata.get("title"), metadata.get("headings")) if part)
     return f"{context}\n{text}" if context else text
 
 
@@ -314,10 +317,7 @@ class ChunkStore(HybridSearchStore[int]):
         ids = ids or [str(uuid.uuid4()) for _ in texts]
         if vectors is None:
             vectors = self._embeddings.embed_documents(
-                [
-                    embedded_text(text, metadata.get("title"), metadata.get("headings"))
-                    for text, metadata in zip(texts, metadatas, strict=True)
-                ]
+                [embedded_text(text, metadata) for text, metadata in zip(texts, metadatas, strict=True)]
             )
         with self.db.transaction() as conn:
             self._delete_ids(conn, ids)

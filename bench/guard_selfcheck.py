@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agent.cli import progress_bar
 from agent.llamacpp import ChatLlamaCpp
 from rails import DEFAULT_CONFIG_DIR, Guard
 from rails.train import DEFAULT_DATA, evaluate_guard, read_rows
@@ -59,14 +59,7 @@ def selfcheck_config(folder: Path) -> Path:
 def run(name: str, guard: Guard, rows: list[dict[str, str]]) -> dict[str, Any]:
     """``evaluate_guard`` over the whole input-rail pass of ``guard``, with a progress bar on stderr."""
     guard.warm_up()
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
+    with progress_bar() as progress:
         task = progress.add_task(name, total=len(rows))
         return evaluate_guard(lambda text: guard.check_input(text).blocked, rows, lambda _: progress.advance(task))
 

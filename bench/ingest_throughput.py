@@ -111,7 +111,7 @@ def main() -> None:
         folder.mkdir()
         left_out = write_corpus(args.corpus, args.passages, folder)
         chunks = split_documents([document for path in iter_files([folder]) for document in load_file(path)])
-        texts = [embedded_text(chunk.page_content, chunk.metadata.get("title")) for chunk in chunks]
+        texts = [embedded_text(chunk.page_content, chunk.metadata) for chunk in chunks]
         print(f"{args.passages - left_out} passages ({left_out} the loader refuses left out) -> {len(chunks)} chunks")
         default_embeddings().embed_documents(texts[:64])  # load the model before any timing
 

@@ -140,9 +140,7 @@ class _Writer:
         if not isinstance(self.store, ChunkStore):
             return
         texts = [
-            embedded_text(unit.chunks[i].page_content, unit.chunks[i].metadata.get("title"))
-            for unit in pending
-            for i in unit.new
+            embedded_text(unit.chunks[i].page_content, unit.chunks[i].metadata) for unit in pending for i in unit.new
         ]
         vectors = iter(self.store.embeddings.embed_documents(texts) if texts else [])
         for unit in pending:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from rails import Guard
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("RAILGRAPH_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -31,6 +36,17 @@ def gguf_path() -> Path:
     if not TEST_GGUF.is_file():
         pytest.fail(f"{TEST_GGUF} is missing: run scripts/fetch-test-model.sh (CI does)")
     return TEST_GGUF
+
+
+@pytest.fixture(scope="session")
+def guard() -> Iterator[Guard]:
+    """The packaged rails config loaded once (NeMo, YARA, classifier, MiniLM): real rails, shared by the tests."""
+    from rails import Guard
+
+    built = Guard()
+    built.warm_up()
+    yield built
+    built.close()
 
 
 @pytest.fixture(scope="session")

@@ -31,13 +31,6 @@ UNSUPPORTED = "The club won the Champions League in 1999 [1]."
 MISQUOTED = "Roberts was born in \u201cBarmouth, Wales\u201d [2]."
 
 
-@pytest.fixture(scope="module")
-def guard() -> Guard:
-    built = Guard()
-    yield built
-    built.close()
-
-
 def test_supported_sentences_and_verbatim_quotes_pass(guard: Guard) -> None:
     answer = f"{SUPPORTED} Roberts was born in \u201cBangor, Wales.\u201d [2] He won fifteen caps [2]."
     outcome = guard.check_output("Tell me about Norwich City.", answer, SOURCES)

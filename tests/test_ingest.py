@@ -290,3 +290,19 @@ def test_readers_never_see_a_mix_of_old_and_new_chunks(store: ChunkStore, tmp_pa
         assert report.added == report.deleted == first.added
         assert all(len(versions) == 1 for versions in seen), [versions for versions in seen if len(versions) != 1]
         assert seen[0] == {old} and seen[-1] == {new}
+
+
+def test_ingested_chunks_are_embedded_with_their_headings(tmp_path: Path) -> None:
+    """The same words under two headings: only the headings in each chunk's vector tell them apart."""
+    step = "Run the command below, then restart the service."
+    guide = tmp_path / "guide.md"
+    guide.write_text(f"# Install from source\n\n{step}\n\n# Uninstall\n\n{step}\n", encoding="utf-8")
+    store = ChunkStore(
+        Database(tmp_path / "railgraph.db"),
+        default_embeddings(),
+        SearchOptions(duplicate_similarity=1.0, relevance_floor=0.0),
+    )
+    assert ingest(file_units([guide]), store).added == 2
+    for question, heading in [("How do I uninstall it?", "Uninstall"), ("How do I install from source?", "Install")]:
+        best, _ = store.search(question, 2, mode="vector")[0]
+        assert best.metadata["headings"].startswith(heading)

@@ -52,14 +52,6 @@ def _config(tmp_path: Path, entities: dict[str, str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def guard() -> Guard:
-    built = Guard()
-    built.warm_up()
-    yield built
-    built.close()
-
-
-@pytest.fixture(scope="module")
 def strict_guard(tmp_path_factory: pytest.TempPathFactory) -> Guard:
     """Cards block, e-mail addresses pass, names are masked."""
     folder = _config(

@@ -44,14 +44,6 @@ SOURCES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def guard() -> Guard:
-    built = Guard()
-    built.warm_up()
-    yield built
-    built.close()
-
-
 def _rails(outcome: RailsOutcome) -> list[str]:
     return [verdict["rail"] for verdict in outcome.verdicts]
 

@@ -177,9 +177,12 @@ def test_real_html_pages(documents_dir: Path, name: str, needle: str, expected: 
 
 def test_headings_join_the_title_in_the_embedded_text(tmp_path: Path) -> None:
     """Two chunks with the same words under different headings: the headings decide which one a question finds."""
-    assert embedded_text("Run it.", "README.md", "Install > Source") == "README.md > Install > Source\nRun it."
-    assert embedded_text("Run it.", None, "Install") == "Install\nRun it."
-    assert embedded_text("Run it.", "README.md") == "README.md\nRun it."
+    assert (
+        embedded_text("Run it.", {"title": "README.md", "headings": "Install > Source"})
+        == "README.md > Install > Source\nRun it."
+    )
+    assert embedded_text("Run it.", {"title": None, "headings": "Install"}) == "Install\nRun it."
+    assert embedded_text("Run it.", {"title": "README.md"}) == "README.md\nRun it."
     text = "Run the command below, then restart the service."
     store = ChunkStore(
         Database(tmp_path / "chunks.db"),
