@@ -12,6 +12,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Generic, Literal
 
 import numpy as np
@@ -62,9 +63,16 @@ def embedded_text(text: str, metadata: Mapping[str, Any]) -> str:
 
     A chunk cut from the middle of a document often never names its subject; the title puts it back, so
     "When did the Panthers ...?" reaches a chunk about Super Bowl 50 that only says "the team". The section
-    headings above it (metadata ``headings``, "Install > From source") do the same within one document.
+    headings above it (metadata ``headings``, "Install > From source") do the same within one document. A title
+    that is only the file name of the chunk's ``source`` is left out.
     """
-    context = " > ".join(part for part in (metadata.get("title"), metadata.get("headings")) if part)
+    title = metadata.get("title")
+    if title and title == PurePath(str(metadata.get("source") or "")).name:
+        # A file name stands in for a missing title ("mw-12.txt", "scan_0023.pdf"): it names the file, not the
+        # content, and would pull every vector of such files towards its tokens. Keyword search still matches it
+        # (it is the chunk's title in the full-text index).
+        title = None
+    context = " > ".join(part for part in (title, metadata.get("headings")) if part)
     return f"{context}\n{text}" if context else text
 
 

@@ -182,7 +182,11 @@ def test_headings_join_the_title_in_the_embedded_text(tmp_path: Path) -> None:
         == "README.md > Install > Source\nRun it."
     )
     assert embedded_text("Run it.", {"title": None, "headings": "Install"}) == "Install\nRun it."
-    assert embedded_text("Run it.", {"title": "README.md"}) == "README.md\nRun it."
+    assert embedded_text("Run it.", {"title": "Setup guide"}) == "Setup guide\nRun it."
+    # A file name standing in for a missing title names the file, not the text: only headings remain.
+    named = {"title": "mw-12.txt", "source": "/data/mw-12.txt", "headings": "Install"}
+    assert embedded_text("Run it.", named) == "Install\nRun it."
+    assert embedded_text("Run it.", named | {"headings": None}) == "Run it."
     text = "Run the command below, then restart the service."
     store = ChunkStore(
         Database(tmp_path / "chunks.db"),
