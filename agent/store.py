@@ -390,12 +390,10 @@ class ChunkStore(HybridSearchStore[int]):
         return self.db.query("SELECT count(*) FROM chunks")[0][0]
 
     def _vectors(self, keys: Sequence[int]) -> dict[int, np.ndarray]:
-        # vec0 answers `rowid = ?` by lookup but `rowid IN (...)` by scanning the whole table (23 ms at 100k).
-        rows = [
-            row
-            for rowid in keys
-            for row in self.db.query("SELECT rowid, embedding FROM chunks_vec WHERE rowid = ?", (rowid,))
-        ]
+        # The plain table, not vec0: vec0 reads one vector by walking a chunk blob (0.13 ms each) and scans the whole
+        # table for `rowid IN (...)`.
+        marks = ",".join("?" * len(keys))
+        rows = self.db.query(f"SELECT rowid, embedding FROM chunks_quantized WHERE rowid IN ({marks})", tuple(keys))
         return {rowid: np.frombuffer(blob, dtype=np.float32) for rowid, blob in rows}
 
     def _documents(self, keys: Sequence[int]) -> dict[int, Document]:
