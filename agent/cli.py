@@ -36,6 +36,10 @@ eval_app = typer.Typer(help="Measure retrieval and the rails on labelled data se
 app.add_typer(eval_app, name="eval")
 rails_app = typer.Typer(help="Train the rails' prompt-attack classifier.", no_args_is_help=True)
 app.add_typer(rails_app, name="rails")
+threads_app = typer.Typer(help="The conversation threads kept in the database.", no_args_is_help=True)
+app.add_typer(threads_app, name="threads")
+memory_app = typer.Typer(help="What railgraph remembers about each user, across threads.", no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
 
 out = Console()
 err = Console(stderr=True)
@@ -46,6 +50,10 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 ThreadOption = Annotated[
     str | None, typer.Option("--thread", help="Conversation thread id; reuse it to continue a conversation.")
+]
+UserOption = Annotated[
+    str | None,
+    typer.Option("--user", help="Whose long-term memories to use (default: RAILGRAPH_USER or your login)."),
 ]
 ReviewerOption = Annotated[
     str | None, typer.Option("--as", help="Reviewer name recorded with the decision (default: your login).")
@@ -70,7 +78,6 @@ def _settings(db: str | None) -> Settings:
 
     try:
         settings = Settings(db=db) if db else Settings()
-        settings.sqlite_path  # noqa: B018 - rejects a database URL this version cannot open
     except ValidationError as error:
         problems = "; ".join(f"RAILGRAPH_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
         raise _fail(f"invalid settings ({problems}); see the configuration table in README.md") from error
@@ -81,23 +88,36 @@ def _settings(db: str | None) -> Settings:
 
 def _agent(settings: Settings):
     from agent.graph import build_agent
+    from agent.pgdb import DatabaseUnavailable
 
-    return build_agent(settings)
+    try:
+        return build_agent(settings)
+    except DatabaseUnavailable as error:
+        raise _fail(str(error)) from error
 
 
 def _services(settings: Settings):
+    from agent.pgdb import DatabaseUnavailable
     from agent.services import services_for
 
-    return services_for(settings)
+    try:
+        return services_for(settings)
+    except DatabaseUnavailable as error:
+        raise _fail(str(error)) from error
 
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(2)
+    return typer.Exit(code)
+
+
+def _as_user(settings: Settings, user: str | None) -> Settings:
+    """The settings with ``--user`` as RAILGRAPH_USER, when given."""
+    return settings.model_copy(update={"user": user}) if user else settings
 
 
 def _prepare(settings: Settings, *, announce: bool) -> None:
@@ -141,12 +161,36 @@ def _run_turn(settings: Settings, question: str, thread_id: str, *, stream: bool
 
         result = ask_turn(graph, question, thread_id=thread_id, on_token=show)
     # The streamed draft is replaced by what the rails and the reviewer let through.
+    _show_result(result)
+    return result
+
+
+def _show_result(result: dict[str, Any]) -> None:
+    """A turn's answer, with its sources when answered, or the id of the review it waits for."""
     out.print(Markdown(result["answer"]))
     if result["status"] == "answered":
         _print_sources(result)
     elif result["status"] == "pending_review":
         err.print(f"[yellow]review id:[/yellow] {result['review_id']}")
-    return result
+
+
+def _await_review(settings: Settings, graph: Any, thread_id: str, review_id: str) -> None:
+    """Wait (spinner, a poll a second) until the thread's review is decided, then show the outcome; Ctrl-C stops
+    waiting and leaves the review queued."""
+    from agent.turns import poll_review
+
+    reviews = _services(settings).reviews
+    try:
+        # Inside the try: a Ctrl-C right after this line must not end the chat.
+        err.print(f"[yellow]waiting for review (id {review_id})[/yellow]; Ctrl-C stops waiting, it stays queued")
+        with err.status(f"waiting for a reviewer to decide {review_id}"):
+            while (result := poll_review(graph, reviews, thread_id)) is None:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        err.print(f"[dim]stopped waiting; `railgraph chat --thread {thread_id}` shows the decision once it lands[/dim]")
+        return
+    err.print(f"[dim]review {review_id} decided:[/dim]")
+    _show_result(result)
 
 
 @app.command()
@@ -271,32 +315,56 @@ def ingest(
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     thread: ThreadOption = None,
+    user: UserOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Ask one question (non-interactive); --json prints status, answer, sources, rails and thread_id."""
-    settings = _settings(db)
+    """Ask one question (non-interactive); --json prints status, answer, sources, rails and thread_id.
+
+    A thread whose last question still waits for a reviewer takes no new one: ask in a new thread meanwhile.
+    """
+    from agent.turns import ReviewPending
+
+    settings = _as_user(_settings(db), user)
     thread_id = thread or uuid.uuid4().hex
     _prepare(settings, announce=not as_json)
+    _recover(settings, thread_id)
+    try:
+        result = _run_turn(settings, question, thread_id, stream=not as_json)
+    except ReviewPending as error:
+        raise _fail(str(error)) from error
     if as_json:
-        _print_json(_run_turn(settings, question, thread_id, stream=False))
+        _print_json(result)
         return
-    _run_turn(settings, question, thread_id, stream=True)
     err.print(f"[dim]thread: {thread_id}[/dim]")
 
 
 @app.command()
-def chat(thread: ThreadOption = None, db: DbOption = None) -> None:
-    """Talk with your documents; the conversation is kept and resumes with --thread."""
-    settings = _settings(db)
+def chat(thread: ThreadOption = None, user: UserOption = None, db: DbOption = None) -> None:
+    """Talk with your documents; the conversation is kept and resumes with --thread.
+
+    A question sent to review shows "waiting for review" until a reviewer decides, then the answer; Ctrl-C stops
+    waiting (the review stays queued) and the thread takes no new question until the decision lands.
+    """
+    from agent.turns import ReviewPending, thread_config, turn_result, waiting_review
+
+    settings = _as_user(_settings(db), user)
     thread_id = thread or uuid.uuid4().hex
     _prepare(settings, announce=True)
+    _recover(settings, thread_id)
     graph = _agent(settings)
-    history = graph.get_state({"configurable": {"thread_id": thread_id}}).values.get("messages", [])
+    values = graph.get_state(thread_config(thread_id)).values
     err.print(
-        f"[dim]thread {thread_id} ({len(history)} earlier messages). Type your question; "
+        f"[dim]thread {thread_id} ({len(values.get('messages', []))} earlier messages). Type your question; "
         "Ctrl-D or 'exit' to leave.[/dim]"
     )
+    # A thread left waiting for a reviewer: wait for the decision again, or show the one that landed meanwhile.
+    waiting = waiting_review(graph, thread_id)
+    if waiting is not None:
+        _await_review(settings, graph, thread_id, waiting)
+    elif values.get("review_id"):
+        err.print(f"[dim]your last question went to review {values['review_id']}; the answer:[/dim]")
+        _show_result(turn_result(graph, thread_id))
     while True:
         try:
             question = out.input("[bold green]you>[/bold green] ").strip()
@@ -304,37 +372,127 @@ def chat(thread: ThreadOption = None, db: DbOption = None) -> None:
             break
         if question in {"exit", "quit", "/exit"}:
             break
-        if question:
-            _run_turn(settings, question, thread_id, stream=True)
+        if not question:
+            continue
+        try:
+            result = _run_turn(settings, question, thread_id, stream=True)
+        except ReviewPending as error:
+            err.print(f"[red]error:[/red] {escape(str(error))}")
+            continue
+        if result["status"] == "pending_review":
+            _await_review(settings, graph, thread_id, result["review_id"])
     err.print(f"[dim]bye; continue with: railgraph chat --thread {thread_id}[/dim]")
 
 
+def _reviewer(name: str | None, settings: Settings) -> str:
+    """Who decides: ``--as``, else RAILGRAPH_REVIEWER, else the login name."""
+    return name or settings.reviewer or getpass.getuser()
+
+
+def _duration(text: str | None, option: str) -> Any:
+    from agent.review import parse_duration
+
+    try:
+        return parse_duration(text) if text else None
+    except ValueError as error:
+        raise _fail(f"{option}: {error}") from error
+
+
+def _recover(settings: Settings, thread_id: str | None = None) -> None:
+    """Resume threads whose review was decided by a process that died before resuming them."""
+    from agent.turns import resume_decided
+
+    reviews = _services(settings).reviews
+    # The graph is built only when there is something to resume, so `review list` stays quick.
+    if reviews.unresumed(thread_id=thread_id):
+        for review_id in resume_decided(_agent(settings), reviews, thread_id=thread_id):
+            err.print(f"[dim]resumed the thread of review {review_id}, decided earlier[/dim]")
+
+
 @review_app.command("list")
-def review_list(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Pending drafts, oldest first."""
-    pending = _services(_settings(db)).reviews.pending()
+def review_list(
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="Only drafts waiting at least this long: 30m, 2h, 1d.")
+    ] = None,
+    flag: Annotated[
+        str | None, typer.Option("--flag", help="Only drafts with this flag, e.g. low_confidence, rail:citations.")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pending drafts, oldest first, with the flags that sent them to review."""
+    settings = _settings(db)
+    age = _duration(older_than, "--older-than")
+    _recover(settings)
+    pending = _services(settings).reviews.pending(older_than=age, flag=flag)
     if as_json:
         _print_json([review.summary() for review in pending])
         return
-    table = Table("id", "created", "question", "draft")
+    table = Table("id", "created", "flags", "question", "draft")
     for review in pending:
-        table.add_row(review.id, review.created_at, review.question[:60], review.draft[:80])
+        table.add_row(review.id, review.created_at, ", ".join(review.flags), review.question[:60], review.draft[:80])
     out.print(table if pending else "No drafts are waiting for review.")
 
 
+def _earlier_messages(settings: Settings, thread_id: str, question: str) -> list[dict[str, str]]:
+    """The thread's messages before the reviewed question, as ``{role, content}`` (roles user and assistant)."""
+    from agent.turns import thread_config
+
+    messages = _agent(settings).get_state(thread_config(thread_id)).values.get("messages", [])
+    asked = [i for i, message in enumerate(messages) if message.type == "human" and message.text == question]
+    roles = {"human": "user", "ai": "assistant"}
+    return [
+        {"role": roles.get(message.type, message.type), "content": message.text}
+        for message in messages[: asked[-1] if asked else None]
+    ]
+
+
 @review_app.command("show")
-def review_show(review_id: Annotated[str, typer.Argument(help="Id from `review list`.")], db: DbOption = None) -> None:
-    """The question, the draft, its sources and the rail verdicts."""
+def review_show(
+    review_id: Annotated[str, typer.Argument(help="Id from `review list`.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The question, the draft, its sources with quotes, the rail verdicts, the flags and the thread so far."""
     from agent.review import ReviewNotFound
 
+    settings = _settings(db)
+    _recover(settings)
     try:
-        review = _services(_settings(db)).reviews.get(review_id)
+        review = _services(settings).reviews.get(review_id)
     except ReviewNotFound as error:
         raise _fail(str(error)) from error
-    out.print(f"[bold]{review.id}[/bold] ({review.status}) thread {review.thread_id}")
+    earlier = _earlier_messages(settings, review.thread_id, review.question)
+    args = review.args
+    if as_json:
+        _print_json(
+            review.summary()
+            | {
+                "status": review.status,
+                "reviewer": review.reviewer,
+                "final_text": review.final_text,
+                "reason": review.reason,
+                "decided_at": review.decided_at,
+                "sources": [
+                    {key: source[key] for key in ("n", "doc_id", "source", "page", "quote")}
+                    for source in args["sources"]
+                ],
+                "rails": args["rails"],
+                "thread": earlier,
+            }
+        )
+        return
+    decided = f", {review.status} by {review.reviewer} at {review.decided_at}" if review.decided_at else ""
+    out.print(f"[bold]{review.id}[/bold] ({review.status}{decided}) thread {review.thread_id}")
+    out.print(f"[bold]flags:[/bold] {', '.join(review.flags) or 'none'}")
+    if earlier:
+        out.print("[bold]thread so far:[/bold]")
+        for message in earlier:
+            out.print(f"  [dim]{message['role']}:[/dim] {escape(' '.join(message['content'].split())[:200])}")
     out.print(Markdown(review.payload["description"]))
-    for verdict in review.payload.get("rails", []):
-        out.print(f"  {verdict['rail']}: {verdict['verdict']} ({verdict['detail']})")
+    if review.final_text and review.final_text != review.draft:
+        out.print("[bold]final answer:[/bold]")
+        out.print(Markdown(review.final_text))
 
 
 def _decide(review_id: str, decision: dict[str, Any], db: str | None, reviewer: str | None, as_json: bool) -> None:
@@ -342,13 +500,10 @@ def _decide(review_id: str, decision: dict[str, Any], db: str | None, reviewer: 
     from agent.turns import decide
 
     settings = _settings(db)
+    _recover(settings)
     try:
         result = decide(
-            _agent(settings),
-            _services(settings).reviews,
-            review_id,
-            decision,
-            reviewer=reviewer or getpass.getuser(),
+            _agent(settings), _services(settings).reviews, review_id, decision, reviewer=_reviewer(reviewer, settings)
         )
     except (ReviewNotFound, AlreadyDecided) as error:
         raise _fail(str(error)) from error
@@ -373,19 +528,30 @@ def review_approve(
 @review_app.command("edit")
 def review_edit(
     review_id: Annotated[str, typer.Argument(help="Id from `review list`.")],
-    text: Annotated[str, typer.Option("--text", help="The corrected answer.")],
+    text: Annotated[
+        str | None, typer.Option("--text", help="The corrected answer (default: edit the draft in $EDITOR).")
+    ] = None,
     reviewer: ReviewerOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Send a corrected answer instead of the draft."""
-    _decide(
-        review_id,
-        {"type": "edit", "args": {"action": "answer", "args": {"draft": text}}},
-        db,
-        reviewer,
-        as_json,
-    )
+    import click
+
+    from agent.review import ReviewNotFound
+
+    if text is None:
+        try:
+            draft = _services(_settings(db)).reviews.get(review_id).draft
+        except ReviewNotFound as error:
+            raise _fail(str(error)) from error
+        text = click.edit(draft, extension=".md")
+        if text is not None and text.strip() == draft.strip():
+            text = None
+    if not text or not text.strip():
+        raise _fail("the edited answer is empty or unchanged; nothing was decided (approve the draft as it is instead)")
+    edit = {"type": "edit", "args": {"action": "answer", "args": {"draft": text.strip()}}}
+    _decide(review_id, edit, db, reviewer, as_json)
 
 
 @review_app.command("reject")
@@ -398,6 +564,193 @@ def review_reject(
 ) -> None:
     """Refuse the draft; the user is told a reviewer declined, with the reason."""
     _decide(review_id, {"type": "ignore", "args": reason or None}, db, reviewer, as_json)
+
+
+@review_app.command("respond")
+def review_respond(
+    review_id: Annotated[str, typer.Argument(help="Id from `review list`.")],
+    text: Annotated[str, typer.Option("--text", help="Your answer, sent to the user instead of the draft.")],
+    reviewer: ReviewerOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer the question yourself instead of sending the draft."""
+    if not text.strip():
+        raise _fail("--text is empty; write the answer the user should get")
+    _decide(review_id, {"type": "response", "args": text.strip()}, db, reviewer, as_json)
+
+
+@review_app.command("log")
+def review_log(
+    review: Annotated[str | None, typer.Option("--review", help="Only this review's entries.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Only entries by this reviewer (`agent` for drafts).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only entries this recent: 30m, 2h, 1d.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The append-only audit log: who submitted or decided what, when, and the text before and after."""
+    settings = _settings(db)
+    age = _duration(since, "--since")
+    _recover(settings)
+    entries = _services(settings).reviews.log(review_id=review, actor=by, since=age)
+    if as_json:
+        _print_json([entry.to_json() for entry in entries])
+        return
+    table = Table("at", "review", "actor", "action", "before", "after", "reason")
+    for entry in entries:
+        table.add_row(
+            entry.at,
+            entry.review_id,
+            entry.actor,
+            entry.action,
+            (entry.before_text or "")[:50],
+            (entry.after_text or "")[:50],
+            entry.reason or "",
+        )
+    out.print(table if entries else "The audit log has no matching entries.")
+
+
+@review_app.command("export")
+def review_export(
+    export_format: Annotated[
+        str, typer.Option("--format", help="chat-jsonl: OpenAI chat fine-tuning lines {messages: [...]}.")
+    ] = "chat-jsonl",
+    output: Annotated[Path | None, typer.Option("--output", help="File to write (default: stdout).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only reviews decided this recently: 30m, 2h, 1d.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Approved, edited and answered reviews as a fine-tuning dataset (rejected ones never); see README."""
+    from agent.nodes import SYSTEM_PROMPT
+    from agent.review import chat_sample
+
+    if export_format != "chat-jsonl":
+        raise _fail(f"--format {export_format!r} is not supported; use --format chat-jsonl")
+    settings = _settings(db)
+    age = _duration(since, "--since")
+    _recover(settings)
+    reviews = _services(settings).reviews.answered(since=age)
+    lines = "".join(json.dumps(chat_sample(review, SYSTEM_PROMPT), ensure_ascii=False) + "\n" for review in reviews)
+    if output is None:
+        sys.stdout.write(lines)
+    else:
+        output.write_text(lines, encoding="utf-8")
+        err.print(f"wrote {len(reviews)} samples to {output}")
+
+
+def _threads(settings: Settings) -> Any:
+    from agent.memory import open_checkpointer
+
+    return open_checkpointer(settings)
+
+
+@threads_app.command("list")
+def threads_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Every thread, most recently active first: turns, last activity, first question, whether a review waits."""
+    from agent.threads import list_threads
+
+    settings = _settings(db)
+    threads = list_threads(_threads(settings), _services(settings).reviews)
+    if as_json:
+        _print_json([thread.to_json() for thread in threads])
+        return
+    table = Table("thread", "turns", "last activity", "review", "first question")
+    for thread in threads:
+        review = "pending" if thread.pending_review else ""
+        question = escape(thread.first_question[:70])
+        table.add_row(escape(thread.thread_id), str(thread.turns), thread.last_activity, review, question)
+    out.print(table if threads else "No threads yet: `railgraph chat` or `railgraph ask` starts one.")
+
+
+@threads_app.command("show")
+def threads_show(
+    thread_id: Annotated[str, typer.Argument(help="Id from `threads list`.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every message the thread keeps (the model may have been shown fewer: RAILGRAPH_HISTORY_TOKENS)."""
+    from agent.threads import ThreadNotFound, thread_messages
+
+    try:
+        messages = thread_messages(_threads(_settings(db)), thread_id)
+    except ThreadNotFound as error:
+        raise _fail(str(error), code=1) from error
+    rows = [{"role": message.type, "content": message.text} for message in messages]
+    if as_json:
+        _print_json({"thread_id": thread_id, "messages": rows})
+        return
+    for row in rows:
+        name = "[bold green]you[/bold green]" if row["role"] == "human" else "[bold]railgraph[/bold]"
+        out.print(f"{name}: {escape(row['content'])}")
+
+
+@threads_app.command("delete")
+def threads_delete(
+    thread_id: Annotated[str, typer.Argument(help="Id from `threads list`.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Delete the thread's checkpoints; a review it still waits for is rejected with the reason "thread deleted"."""
+    from agent.threads import ThreadNotFound, delete_thread, thread_messages
+
+    settings = _settings(db)
+    saver = _threads(settings)
+    try:
+        turns = sum(message.type == "human" for message in thread_messages(saver, thread_id))
+    except ThreadNotFound as error:
+        raise _fail(str(error), code=1) from error
+    if not yes and not typer.confirm(f"Delete thread {thread_id} ({turns} turns)?", err=True):
+        raise typer.Exit(1)
+    rejected = delete_thread(saver, _services(settings).reviews, thread_id, reviewer=_reviewer(None, settings))
+    if rejected:
+        err.print(f"rejected its pending review {rejected} (thread deleted)")
+    out.print(f"deleted thread {thread_id}")
+
+
+def _memory_user(settings: Settings, user: str | None) -> str:
+    from agent.longterm import user_id
+
+    return user_id(None, _as_user(settings, user))
+
+
+@memory_app.command("list")
+def memory_list(user: UserOption = None, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """The facts a user stated about themselves ("I work in the Oslo office"), newest first."""
+    from agent.longterm import recall
+    from agent.memory import open_memory_store
+
+    settings = _settings(db)
+    who = _memory_user(settings, user)
+    memories = recall(open_memory_store(settings), who, limit=10_000)
+    if as_json:
+        _print_json([memory.to_json() for memory in memories])
+        return
+    table = Table("id", "stated", "fact")
+    for memory in memories:
+        table.add_row(memory.id, memory.created_at, escape(memory.text))
+    out.print(table if memories else f"Nothing remembered about {who}.")
+
+
+@memory_app.command("forget")
+def memory_forget(
+    memory_id: Annotated[str | None, typer.Argument(help="Id from `memory list`.")] = None,
+    forget_all: Annotated[bool, typer.Option("--all", help="Forget every fact about the user.")] = False,
+    user: UserOption = None,
+    db: DbOption = None,
+) -> None:
+    """Forget one fact (by id) or, with --all, everything about the user; later turns no longer use it."""
+    from agent.longterm import forget
+    from agent.memory import open_memory_store
+
+    if (memory_id is None) != forget_all:
+        raise _fail("give one memory id from `railgraph memory list`, or --all to forget everything about the user")
+    settings = _settings(db)
+    who = _memory_user(settings, user)
+    gone = forget(open_memory_store(settings), who, memory_id)
+    if memory_id and not gone:
+        raise _fail(f"{who} has no memory {memory_id!r}; `railgraph memory list --user {who}` shows them", code=1)
+    out.print(f"forgot {gone} fact{'s' if gone != 1 else ''} about {who}")
 
 
 ModeOption = Annotated[
@@ -478,17 +831,17 @@ def eval_retrieval(
     mode: ModeOption = None,
     db: Annotated[
         str | None,
-        typer.Option("--db", help="sqlite:/// URL to ingest into and reuse (default: a fresh temporary file)."),
+        typer.Option("--db", help="Database URL to ingest into and reuse (default: a fresh temporary SQLite file)."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest a corpus and score retrieval on its questions: recall@1/@k, MRR, answers in context, EM/F1, latency."""
     import tempfile
 
-    from agent.db import Database
     from agent.embeddings import default_embeddings
     from agent.evaluation import corpus_documents, evaluate_retrieval, ingest_corpus, read_questions
-    from agent.store import ChunkStore, SearchOptions
+    from agent.pgdb import DatabaseUnavailable
+    from agent.services import open_store
 
     for path in (corpus, questions):
         if not path.is_file():
@@ -501,8 +854,10 @@ def eval_retrieval(
             asked = read_questions(questions)
         except ValueError as error:
             raise _fail(str(error)) from error
-        database = Database(settings.sqlite_path)
-        store = ChunkStore(database, default_embeddings(), SearchOptions.from_settings(settings))
+        try:
+            database, store = open_store(settings, default_embeddings())
+        except DatabaseUnavailable as error:
+            raise _fail(str(error)) from error
         with progress_bar() as progress:
             tasks: dict[str, Any] = {}
 
@@ -645,9 +1000,11 @@ def rails_train(
 @app.command()
 def doctor(db: DbOption = None) -> None:
     """Show the settings in force, the chat model and why, and what the database holds."""
+    from agent.pgdb import redact
+
     settings = _settings(db)
     for name, value in settings.model_dump().items():
-        out.print(f"{name:20} {value}")
+        out.print(f"{name:20} {redact(value) if name == 'db' else value}")
     services = _services(settings)
     out.print(f"{'chunks':20} {services.store.count()}")
     out.print(f"{'pending reviews':20} {len(services.reviews.pending())}")

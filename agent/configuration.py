@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,9 +18,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agent.pgdb import POSTGRES_SCHEMES, is_postgres_url, redact
+
 ApprovalPolicy = Literal["never", "always", "flagged"]
 UnsupportedPolicy = Literal["remove", "review", "refuse"]
 
+SQLITE_PREFIX = "sqlite:///"
 RAILS_CONFIG_DIR = Path(__file__).resolve().parent.parent / "rails"
 
 
@@ -41,6 +44,19 @@ class Settings(BaseSettings):
     )
     ollama_model: str = Field("llama3.2", description="Model used when an Ollama server is auto-detected.")
     approval: ApprovalPolicy = Field("never", description="Which drafts wait for a human reviewer.")
+    review_min_score: float = Field(
+        0.65,
+        description=(
+            "Under approval=flagged, a draft whose best source scores below this goes to review (low confidence)."
+            " The score is the search's own: hybrid convex fusion gives 0..1, about 0.75-1 when both sides agree."
+        ),
+    )
+    review_topics: list[str] = Field(
+        default_factory=list,
+        description="Under approval=flagged, questions naming one of these (whole words, any case) go to review;"
+        ' a JSON list in RAILGRAPH_REVIEW_TOPICS, e.g. ["salary", "legal advice"].',
+    )
+    reviewer: str | None = Field(None, description="Reviewer name recorded with decisions (default: your login).")
     unsupported_policy: UnsupportedPolicy = Field(
         "remove",
         description=(
@@ -69,7 +85,25 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(
         20_000, ge=100, description="Longer questions are refused before any model sees them."
     )
-    history_messages: int = Field(6, ge=0, description="Earlier messages of the thread shown to the model.")
+    history_tokens: int = Field(
+        1500,
+        ge=0,
+        description=(
+            "Token budget of the earlier messages shown to the chat model and the query rewriter (the latest ones"
+            " that fit); with a chat model, a running summary stands in for the older ones. The thread keeps all."
+        ),
+    )
+    keep_checkpoints: int = Field(
+        1,
+        ge=0,
+        description=(
+            "Time travel depth: checkpoints kept per thread, the latest ones (0 keeps every one; storage then grows"
+            " with the square of the turns)."
+        ),
+    )
+    user: str | None = Field(
+        None, description="User id whose long-term memories a turn reads and writes (default: your login)."
+    )
     max_tokens: int = Field(512, ge=16, description="Most tokens the chat model may generate per answer.")
     rails_config: Path = Field(RAILS_CONFIG_DIR, description="NeMo Guardrails config folder.")
 
@@ -95,10 +129,24 @@ class Settings(BaseSettings):
         overrides = {name: configurable[name] for name in cls.model_fields if name in configurable}
         return cls(**overrides)
 
+    @field_validator("db")
+    @classmethod
+    def _known_database_url(cls, url: str) -> str:
+        if not url.startswith((SQLITE_PREFIX, *POSTGRES_SCHEMES)) or url in (SQLITE_PREFIX, *POSTGRES_SCHEMES):
+            raise ValueError(
+                f"{redact(url)!r} is not a database URL: use sqlite:///path/to/file.db"
+                " or postgresql://user:password@host:port/database"
+            )
+        return url
+
+    @property
+    def backend(self) -> Literal["sqlite", "postgres"]:
+        """Which database ``db`` names: one SQLite file, or a Postgres server."""
+        return "postgres" if is_postgres_url(self.db) else "sqlite"
+
     @property
     def sqlite_path(self) -> Path:
-        """The file behind a ``sqlite:///`` URL; other schemes are not served by this version."""
-        prefix = "sqlite:///"
-        if not self.db.startswith(prefix):
-            raise ValueError(f"RAILGRAPH_DB={self.db!r} is not supported yet: use a sqlite:///path/to/file.db URL.")
-        return Path(self.db[len(prefix) :]).expanduser()
+        """The file behind a ``sqlite:///`` URL; a ValueError for a Postgres URL (it has no file)."""
+        if self.backend != "sqlite":
+            raise ValueError(f"RAILGRAPH_DB={redact(self.db)} is a Postgres database, not a SQLite file")
+        return Path(self.db[len(SQLITE_PREFIX) :]).expanduser()

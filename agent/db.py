@@ -84,7 +84,43 @@ MIGRATIONS: list[str] = [
     INSERT INTO chunks_quantized (rowid, bits, embedding)
         SELECT rowid, vec_quantize_binary(embedding), embedding FROM chunks_vec;
     """,
+    # The review flow (agent/review.py): why a draft went to review; the resume lease (who resumes the thread
+    # after a decision, so a crashed reviewer's decision is resumed later, once); and the append-only audit log,
+    # written in the same transaction as each decision. The triggers make "append-only" the database's rule.
+    """
+    ALTER TABLE reviews ADD COLUMN flags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE reviews ADD COLUMN resume_claimed_at TEXT;
+    ALTER TABLE reviews ADD COLUMN resumed_at TEXT;
+    CREATE TABLE review_audit (
+        id INTEGER PRIMARY KEY,
+        review_id TEXT NOT NULL,
+        thread_id TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        at TEXT NOT NULL,
+        before_text TEXT,
+        after_text TEXT,
+        reason TEXT
+    );
+    CREATE INDEX review_audit_review ON review_audit(review_id, id);
+    CREATE INDEX review_audit_at ON review_audit(at);
+    CREATE TRIGGER review_audit_no_update BEFORE UPDATE ON review_audit
+        BEGIN SELECT RAISE(ABORT, 'review_audit is append-only'); END;
+    CREATE TRIGGER review_audit_no_delete BEFORE DELETE ON review_audit
+        BEGIN SELECT RAISE(ABORT, 'review_audit is append-only'); END;
+    """,
 ]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration script: split at semicolons, except those inside a trigger's body."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlean.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
 
 
 def connect(path: Path | str) -> Any:
@@ -128,7 +164,7 @@ class Database:
         with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
+                for statement in _statements(script):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
 

@@ -12,9 +12,13 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_store
 from langgraph.types import interrupt
 
+from agent import longterm
 from agent.extractive import NOT_FOUND, best_sentences, compose_answer
+from agent.memory import SUMMARY_TOKENS, history_window, summarize, token_counter
+from agent.review import decision_of, review_flags
 from agent.rewrite import llm_rewrite, rule_rewrite
 from agent.services import get_services
 from agent.state import AgentState, Source
@@ -76,23 +80,65 @@ def input_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     return turn | {"question": outcome.text}
 
 
+def remember(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Keep the facts the user states about themselves ("I work in the Oslo office") in their long-term memory, and
+    read what it holds for this turn.
+
+    The question is already PII-masked. A message that only states facts is answered with an acknowledgement
+    (``answer``), and no search. A graph compiled without a store remembers nothing.
+    """
+    store = get_store()
+    if store is None:
+        return {"user_memories": []}
+    user = longterm.user_id(config, get_services(config).settings)
+    facts = longterm.extract_facts(state["question"])
+    longterm.save(store, user, facts, thread_id=config["configurable"].get("thread_id"))
+    known = {"user_memories": [memory.text for memory in longterm.recall(store, user)]}
+    if facts and longterm.only_statements(state["question"]):
+        return known | {"answer": longterm.acknowledgement(facts)}
+    return known
+
+
+def _history(state: AgentState, config: RunnableConfig) -> tuple[list[AnyMessage], int]:
+    """The earlier messages of the thread shown to the model (the latest that fit RAILGRAPH_HISTORY_TOKENS) and how
+    many older ones that leaves out; a chat model's summary of those needs room in the budget."""
+    services = get_services(config)
+    model = services.chat.model
+    return history_window(
+        state["messages"][:-1],
+        services.settings.history_tokens,
+        token_counter(model),
+        summary_room=SUMMARY_TOKENS if model is not None else 0,
+    )
+
+
 def rewrite_query(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-    """Make a follow-up question standalone for retrieval, which does not see the thread.
+    """Make a follow-up question standalone for retrieval, which does not see the thread, and bring the running
+    summary up to date.
 
     The chat model rewrites it when there is one (its reply is used only if it is a short, non-empty
     query); in extractive mode a rule appends the names of the earlier question. The first turn of a
-    thread, and a thread shown to the model with no history (RAILGRAPH_HISTORY_MESSAGES=0), pass as is.
+    thread, and a thread shown with no history (RAILGRAPH_HISTORY_TOKENS=0), pass as is. A question about
+    the user ("my office hours") also searches for what the long-term memory knows about them.
+
+    Messages that no longer fit the token budget are summarised by the chat model, once per turn and only when
+    some were left out since the last summary; the summary is shown to the model in their place.
     """
     services = get_services(config)
     question = state["question"]
-    window = services.settings.history_messages
-    earlier = state["messages"][:-1][-window:] if window else []
-    earlier_questions = [message.text for message in earlier if isinstance(message, HumanMessage)]
-    if not earlier_questions:
-        return {"search_query": question}
+    earlier, dropped = _history(state, config)
     model = services.chat.model
-    rewritten = llm_rewrite(model, question, earlier, config) if model is not None else None
-    return {"search_query": rewritten or rule_rewrite(question, earlier_questions)}
+    update: dict[str, Any] = {}
+    covered = state.get("summarized", 0)
+    if model is not None and dropped > covered:
+        left_out = state["messages"][covered:dropped]
+        update = {"summary": summarize(model, state.get("summary", ""), left_out, config), "summarized": dropped}
+    earlier_questions = [message.text for message in earlier if isinstance(message, HumanMessage)]
+    query = question
+    if earlier_questions:
+        rewritten = llm_rewrite(model, question, earlier, config) if model is not None else None
+        query = rewritten or rule_rewrite(question, earlier_questions)
+    return update | {"search_query": longterm.personalize(query, question, state.get("user_memories", []))}
 
 
 def retrieve(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -100,13 +146,14 @@ def retrieve(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
 
     A follow-up is searched by its standalone rewrite (``search_query``) when there is one. Under the
     store's relevance floor no chunk comes back, and ``generate`` then says it does not know. The retrieval
-    rail masks personal data in the chunks before the model (or the extractive answerer) sees them and
-    withholds a chunk whose data is set to block; its verdict joins the turn's ``rails``.
+    rails withhold a chunk carrying a prompt injection and mask personal data in the others (withholding one
+    whose data is set to block) before the model (or the extractive answerer) sees them; their verdicts join
+    the turn's ``rails``.
     """
     services = get_services(config)
     query = state.get("search_query") or state["question"]
     hits = services.store.search(query, services.settings.top_k, mode=services.settings.search_mode)
-    screened = services.guard.mask_chunks([document.page_content for document, _ in hits])
+    screened = services.guard.screen_chunks([document.page_content for document, _ in hits])
     kept = [(document, score, text) for (document, score), text in zip(hits, screened.texts, strict=True) if text]
     sources = [
         Source(
@@ -122,21 +169,28 @@ def retrieve(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         )
         for n, (document, score, text) in enumerate(kept, start=1)
     ]
-    if screened.verdict is None:
+    if not screened.verdicts:
         return {"sources": sources}
-    return {"sources": sources, "rails": [*state.get("rails", []), screened.verdict]}
+    return {"sources": sources, "rails": [*state.get("rails", []), *screened.verdicts]}
 
 
-def _prompt(state: AgentState, history_messages: int) -> list[AnyMessage]:
+def chat_prompt(state: AgentState, config: RunnableConfig) -> list[AnyMessage]:
+    """What the chat model is shown to draft the answer: the instructions with what is known about the user and the
+    summary of older messages, the earlier messages that fit the budget, then the sources and the question."""
     numbered = "\n\n".join(
         f"[{source['n']}] ({source['title'] or source['source']}"
         + (f", page {source['page']}" if source["page"] else "")
         + f")\n{source['text']}"
         for source in state["sources"]
     )
-    earlier = state["messages"][:-1][-history_messages:] if history_messages else []
+    earlier, dropped = _history(state, config)
+    system = SYSTEM_PROMPT
+    if state.get("user_memories"):
+        system += "\n\nWhat you know about the user:\n" + "\n".join(f"- {fact}" for fact in state["user_memories"])
+    if dropped and state.get("summary"):
+        system += f"\n\nSummary of the earlier conversation: {state['summary']}"
     return [
-        SystemMessage(SYSTEM_PROMPT),
+        SystemMessage(system),
         *earlier,
         HumanMessage(f"Sources:\n\n{numbered}\n\nQuestion: {state['question']}"),
     ]
@@ -156,7 +210,7 @@ def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         quoted = {extract.n: extract.sentence for extract in reversed(extracts)}
         cited = [source | {"quote": quoted[source["n"]]} if source["n"] in quoted else source for source in sources]
         return {"draft": compose_answer(extracts), "sources": cited}
-    reply = chat.model.invoke(_prompt(state, services.settings.history_messages), config)
+    reply = chat.model.invoke(chat_prompt(state, config), config)
     return {"draft": reply.text.strip()}
 
 
@@ -205,59 +259,77 @@ def output_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     return {"rails": state.get("rails", []) + verdicts, "draft": draft}
 
 
-def _review_request(state: AgentState) -> dict[str, Any]:
-    """The interrupt payload, in the shape of LangChain Agent Inbox's ``HumanInterrupt``."""
+def _review_flags(state: AgentState, config: RunnableConfig) -> list[str]:
+    """Why the draft needs a reviewer under RAILGRAPH_APPROVAL=flagged (empty: it does not)."""
+    settings = get_services(config).settings
+    return review_flags(
+        state["question"],
+        state["sources"],
+        state.get("rails", []),
+        min_score=settings.review_min_score,
+        topics=settings.review_topics,
+    )
+
+
+def _review_request(state: AgentState, flags: list[str]) -> dict[str, Any]:
+    """The interrupt payload, exactly LangChain Agent Inbox's ``HumanInterrupt`` (extra top-level keys may break
+    the Inbox UI, so the verdicts and flags travel in the action request's args)."""
     sources = "\n".join(f"[{s['n']}] {s['source']}: {s['quote']}" for s in state["sources"])
+    rails = state.get("rails", [])
+    verdicts = "\n".join(f"- {v['rail']}: {v['verdict']} ({v['detail']})" for v in rails)
     return {
         "action_request": {
             "action": "answer",
-            "args": {"question": state["question"], "draft": state["draft"], "sources": state["sources"]},
+            "args": {
+                "question": state["question"],
+                "draft": state["draft"],
+                "sources": state["sources"],
+                "rails": rails,
+                "flags": flags,
+            },
         },
         "config": {"allow_ignore": True, "allow_respond": True, "allow_edit": True, "allow_accept": True},
         "description": (
             f"**Question**\n\n{state['question']}\n\n**Draft**\n\n{state['draft']}\n\n**Sources**\n\n{sources}"
+            f"\n\n**Rails**\n\n{verdicts}\n\n**Flags**: {', '.join(flags) or 'none'}"
         ),
-        "rails": state.get("rails", []),
     }
 
 
-def approval(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-    """Wait for a human reviewer to accept, edit, answer instead, or reject (ignore) the draft."""
+def request_review(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Queue the draft for a human reviewer, with the reasons it needs one.
+
+    A node of its own, before ``approval``: LangGraph re-runs an interrupted node from its top on resume, and a
+    finished node never, so the queue's row and its audit entry are written once.
+    """
     services = get_services(config)
     review_id = state["turn_id"][:12]
-    request = _review_request(state)
-    # This node runs again from the top on resume: submitting is idempotent, so the queue gets one row.
-    services.reviews.submit(review_id, config["configurable"]["thread_id"], state["question"], state["draft"], request)
-    response = interrupt([request])
+    flags = _review_flags(state, config)
+    request = _review_request(state, flags)
+    thread_id = config["configurable"]["thread_id"]
+    services.reviews.submit(review_id, thread_id, state["question"], state["draft"], request, flags)
+    return {"review_id": review_id, "status": "pending_review"}
+
+
+def approval(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """Wait for a human reviewer to accept, edit, answer instead, or reject (ignore) the draft.
+
+    Nothing before ``interrupt()`` writes anything (this node re-runs from its top on resume); the decision is
+    recorded after it, once: a no-op when the reviewer's command recorded it already, the record itself when the
+    graph was resumed directly (Agent Inbox on LangGraph's server, ``Command(resume=...)``).
+    """
+    services = get_services(config)
+    review = services.reviews.get(state["review_id"])
+    # A reviewer may decide before this node interrupts (the row is queued a node earlier); that decision stands.
+    response = review.response() if review.status != "pending" else interrupt([review.payload])
     if isinstance(response, list):
         response = response[0]
-    kind, args = response.get("type"), response.get("args")
-    if kind == "accept":
-        outcome: dict[str, Any] = {"answer": state["draft"], "status": "answered"}
-        status = "approved"
-    elif kind == "edit":
-        outcome = {
-            "answer": args["args"]["draft"] if isinstance(args, dict) else str(args),
-            "status": "answered",
-        }
-        status = "edited"
-    elif kind == "response":
-        outcome = {"answer": str(args), "status": "answered"}
-        status = "responded"
-    elif kind == "ignore":
-        outcome = {"status": "rejected", "refusal_policy": str(args) if args else None}
-        status = "rejected"
-    else:
-        raise ValueError(f"unknown review response {response!r}: expected type accept, edit, response or ignore")
-    services.reviews.decide(
-        review_id,
-        status,
-        reviewer=None,
-        final_text=outcome.get("answer"),
-        reason=outcome.get("refusal_policy"),
-        claim=False,
-    )
-    return outcome | {"review_id": review_id}
+    reviewer = config["configurable"].get("reviewer") or services.settings.reviewer or "unknown"
+    # The recorded decision wins: a reviewer who decided first (in the queue) is what the thread must show.
+    recorded = services.reviews.decide(review.id, decision_of(response, state["draft"]), reviewer=reviewer, claim=False)
+    if recorded.status == "rejected":
+        return {"status": "rejected", "refusal_policy": recorded.reason}
+    return {"answer": recorded.final_text, "status": "answered"}
 
 
 def respond(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -276,24 +348,28 @@ def refuse(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     return {"answer": answer, "messages": [AIMessage(answer)]}
 
 
-def route_after_input(state: AgentState) -> Literal["rewrite_query", "refuse"]:
-    return "refuse" if state["status"] == "blocked" else "rewrite_query"
+def route_after_input(state: AgentState) -> Literal["remember", "refuse"]:
+    return "refuse" if state["status"] == "blocked" else "remember"
 
 
-def route_after_output(state: AgentState, config: RunnableConfig) -> Literal["approval", "respond", "refuse"]:
+def route_after_remember(state: AgentState) -> Literal["rewrite_query", "respond"]:
+    """A message that only stated facts has its acknowledgement as the answer: nothing to search for."""
+    return "respond" if state.get("answer") else "rewrite_query"
+
+
+def route_after_output(state: AgentState, config: RunnableConfig) -> Literal["request_review", "respond", "refuse"]:
+    """Blocked drafts are refused; RAILGRAPH_APPROVAL (and unsupported sentences under
+    RAILGRAPH_UNSUPPORTED_POLICY=review) decide which of the others wait for a reviewer."""
     if state["status"] == "blocked":
         return "refuse"
     settings = get_services(config).settings
-    policy = settings.approval
-    if policy == "always":
-        return "approval"
-    rails = state.get("rails", [])
+    if settings.approval == "always":
+        return "request_review"
     # Unsupported sentences left in the draft go to a reviewer whatever RAILGRAPH_APPROVAL says.
-    if settings.unsupported_policy == "review" and any(verdict["verdict"] == "flag" for verdict in rails):
-        return "approval"
-    flagged = not state["sources"] or any(verdict["verdict"] != "pass" for verdict in rails)
-    if policy == "flagged" and flagged:
-        return "approval"
+    if settings.unsupported_policy == "review" and any(v["verdict"] == "flag" for v in state.get("rails", [])):
+        return "request_review"
+    if settings.approval == "flagged" and _review_flags(state, config):
+        return "request_review"
     return "respond"
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from agent.embeddings import EMBEDDING_DIM
+from agent.pgdb import PgDatabase, redact
 from agent.store import Filters, HybridSearchStore, SearchOptions, embedded_text, filter_values
 
 VECTOR_INDEX = "chunks_embedding_hnsw"
@@ -129,48 +129,61 @@ def _no_nul(text: str | None) -> str | None:
 class PgChunkStore(HybridSearchStore[str]):
     """Hybrid (vector + keyword) chunk store in Postgres, the same interface as ``ChunkStore``.
 
-    One connection serves the store; a lock makes it safe to share between threads (psycopg would serialise
-    the statements anyway, but a transaction must not interleave with another thread's).
+    The connection of its ``PgDatabase`` serves the store; the database's lock makes it safe to share between
+    threads (psycopg would serialise the statements anyway, but a transaction must not interleave with another
+    thread's).
     """
 
     _filter_sql = staticmethod(filter_sql)
 
     def __init__(
         self,
-        url: str,
+        db: PgDatabase | str,
         embeddings: Embeddings,
         *,
         dimensions: int = EMBEDDING_DIM,
         ef_search: int = DEFAULT_EF_SEARCH,
         options: SearchOptions | None = None,
     ) -> None:
-        """Connect to ``url`` (``postgresql://...``) and create the schema if missing.
+        """Open the store on railgraph's database ``db`` (or a ``postgresql://`` URL) and create its schema if missing.
 
-        ``dimensions`` must match ``embeddings``; an existing table with another size is an error, not a surprise
-        at the first insert. ``options`` are how ``search`` ranks when not told otherwise.
+        On a ``PgDatabase`` the store shares its connection, so chunk writes inside ``db.transaction()`` commit
+        with the other writes there (an ingest unit's records). ``dimensions`` must match ``embeddings``; an existing
+        table with another size is an error, not a surprise at the first insert. ``options`` are how ``search``
+        ranks when not told otherwise.
         """
-        # SQLAlchemy spellings of the URL are accepted so one RAILGRAPH_DB serves both libraries.
-        self.url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self.db = db if isinstance(db, PgDatabase) else PgDatabase(db)
+        self.url = self.db.url
         self._embeddings = embeddings
         self.options = options or SearchOptions()
         self.dimensions = dimensions
         self.ef_search = ef_search
-        self._lock = threading.RLock()
+        self._lock = self.db.lock
         # Autocommit: reads take no locks for longer than a statement; writes open explicit transactions.
-        self._conn = psycopg.connect(self.url, autocommit=True)
-        self._session_ef_search = 0
+        self._conn = self.db.raw
         try:
             self._create_schema()
             # With a filter, HNSW's candidates are filtered after the search and could all fail it; an iterative
             # scan searches on until enough pass (rows may come slightly out of order: _vector_hits sorts them).
-            self._conn.execute("SET hnsw.iterative_scan = relaxed_order")
+            with self._lock:
+                self._conn.execute("SET hnsw.iterative_scan = relaxed_order")
         except BaseException:
-            self._conn.close()
+            if not isinstance(db, PgDatabase):
+                self.db.close()
             raise
 
     @property
     def embeddings(self) -> Embeddings:
         return self._embeddings
+
+    def search(self, query: str, k: int = 5, **kwargs: Any) -> list[tuple[Document, float]]:
+        """``HybridSearchStore.search`` in one read snapshot of the database, as on SQLite.
+
+        The search runs several queries; an ingest committing between them would otherwise mix a document's old
+        and new chunks, or rank rows that are already gone.
+        """
+        with self.db.transaction(write=False):
+            return super().search(query, k, **kwargs)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
@@ -179,9 +192,8 @@ class PgChunkStore(HybridSearchStore[str]):
             yield self._conn
 
     def close(self) -> None:
-        """Close the connection; the store is unusable afterwards."""
-        with self._lock:
-            self._conn.close()
+        """Close the database connection; the store is unusable afterwards."""
+        self.db.close()
 
     def _create_schema(self) -> None:
         with self._lock, self._conn.transaction():
@@ -194,8 +206,8 @@ class PgChunkStore(HybridSearchStore[str]):
             ).fetchone()
         if row is not None and row[0] != self.dimensions:
             raise ValueError(
-                f"the chunks table in {self.url} holds {row[0]}-d vectors but the embeddings give {self.dimensions}: "
-                "use the embeddings it was built with, or a new database"
+                f"the chunks table in {redact(self.url)} holds {row[0]}-d vectors but the embeddings give"
+                f" {self.dimensions}: use the embeddings it was built with, or a new database"
             )
 
     def add_texts(
@@ -204,14 +216,16 @@ class PgChunkStore(HybridSearchStore[str]):
         metadatas: list[dict] | None = None,
         *,
         ids: list[str] | None = None,
+        vectors: Sequence[Sequence[float]] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Embed and store ``texts``; an id that exists already is replaced."""
+        """Store ``texts`` (embedded here unless their ``vectors`` are given); an id that exists already is replaced."""
         texts = list(texts)
         metadatas = metadatas or [{} for _ in texts]
-        vectors = self._embeddings.embed_documents(
-            [embedded_text(text, metadata) for text, metadata in zip(texts, metadatas, strict=True)]
-        )
+        if vectors is None:
+            vectors = self._embeddings.embed_documents(
+                [embedded_text(text, metadata) for text, metadata in zip(texts, metadatas, strict=True)]
+            )
         return self.add_embeddings(texts, vectors, metadatas, ids=ids)
 
     def add_embeddings(
@@ -238,6 +252,8 @@ class PgChunkStore(HybridSearchStore[str]):
                 "CREATE TEMP TABLE IF NOT EXISTS chunks_incoming"
                 " (LIKE chunks INCLUDING DEFAULTS EXCLUDING GENERATED) ON COMMIT DELETE ROWS"
             )
+            # Inside a caller's transaction (an ingest unit) an earlier call's rows are still here until commit.
+            self._conn.execute("TRUNCATE chunks_incoming")
             columns = f"{_COLUMNS}, embedding"
             with self._conn.cursor().copy(f"COPY chunks_incoming ({columns}) FROM STDIN") as copy:
                 for chunk_id, text, metadata, vector in zip(ids, texts, metadatas, vectors, strict=True):
@@ -286,12 +302,9 @@ class PgChunkStore(HybridSearchStore[str]):
     def _vector_hits(self, query: str, depth: int, where: str, params: list[Any]) -> dict[str, float]:
         vector = vector_literal(self._embeddings.embed_query(query))
         with self._lock:
-            # HNSW returns at most ef_search rows, so a deeper ranking needs a wider search; SET is per session,
-            # so it is sent only when the needed width changes.
-            ef_search = max(self.ef_search, depth)
-            if ef_search != self._session_ef_search:
-                self._conn.execute(f"SET hnsw.ef_search = {int(ef_search)}")
-                self._session_ef_search = ef_search
+            # HNSW returns at most ef_search rows, so a deeper ranking needs a wider search; SET LOCAL lasts until
+            # the end of search()'s snapshot transaction, so the shared connection keeps no stale width.
+            self._conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(self.ef_search, depth))}")
             rows = self._conn.execute(
                 f"SELECT id, embedding <=> %s::vector AS distance FROM chunks WHERE {where} ORDER BY distance LIMIT %s",
                 (vector, *params, depth),

@@ -1,30 +1,39 @@
-"""LangChain's ``RecordManager`` on railgraph's own SQLite ``Database``: which chunk keys each source unit holds.
+"""LangChain's ``RecordManager`` on railgraph's own database (SQLite or Postgres): which chunk keys each unit holds.
 
-Its writes go through ``Database.transaction()``, so when an ingest wraps one unit's chunk writes and record
-updates in a transaction of the same ``Database``, they commit together or not at all: a crash can never leave
-records that name missing chunks, or chunks that no record names.
+Its writes go through the database's ``transaction()``, so when an ingest wraps one unit's chunk writes and record
+updates in a transaction of the same database, they commit together or not at all: a crash can never leave
+records that name missing chunks, or chunks that no record names. Its SQL is dialect-neutral (``?`` placeholders,
+``ON CONFLICT``, times computed here), so one class serves ``Database`` and ``PgDatabase`` alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 from langchain_core.indexing import RecordManager
 
 from agent.db import Database
+from agent.pgdb import PgDatabase
+
+# Keys per ``IN (...)`` list: far below SQLite's limit on parameters (32,766) and cheap for Postgres to plan.
+_KEYS_PER_STATEMENT = 500
 
 
-def _json(values: Sequence[str]) -> str:
-    # One JSON parameter read by json_each: any number of values, without SQLite's limit on parameters.
-    return json.dumps(list(values))
+def _batches(values: Sequence[str]) -> Iterator[list[str]]:
+    for start in range(0, len(values), _KEYS_PER_STATEMENT):
+        yield list(values[start : start + _KEYS_PER_STATEMENT])
 
 
-class SQLiteRecordManager(RecordManager):
-    """Ingest records in the ``ingest_records`` table of a railgraph ``Database`` (created by its migrations)."""
+def _in_list(values: Sequence[str]) -> str:
+    return f"({', '.join('?' for _ in values)})"
 
-    def __init__(self, namespace: str, db: Database) -> None:
+
+class DatabaseRecordManager(RecordManager):
+    """Ingest records in the ``ingest_records`` table of a railgraph database (created by its migrations)."""
+
+    def __init__(self, namespace: str, db: Database | PgDatabase) -> None:
         super().__init__(namespace)
         self.db = db
 
@@ -35,11 +44,12 @@ class SQLiteRecordManager(RecordManager):
         """Nothing to do: the table is one of the database's migrations."""
 
     def get_time(self) -> float:
-        """The database's clock in seconds since the epoch (as LangChain's ``SQLRecordManager`` reads it)."""
-        return float(self.db.query("SELECT (julianday('now') - 2440587.5) * 86400.0")[0][0])
+        """Seconds since the epoch, by this process's clock: every writer of the records stamps them with it, on
+        either database (files written by LangChain's ``SQLRecordManager`` hold the same unit)."""
+        return time.time()
 
     async def aget_time(self) -> float:
-        return await asyncio.to_thread(self.get_time)
+        return self.get_time()
 
     def update(
         self,
@@ -52,11 +62,13 @@ class SQLiteRecordManager(RecordManager):
         group_ids = list(group_ids) if group_ids is not None else [None] * len(keys)
         if len(group_ids) != len(keys):
             raise ValueError(f"{len(keys)} keys but {len(group_ids)} group ids")
+        now = self.get_time()
+        if time_at_least is not None and now < time_at_least:
+            # LangChain's contract: an update must never be stamped before the time its caller read.
+            raise AssertionError(f"the clock ({now}) is behind time_at_least ({time_at_least})")
+        if not keys:
+            return
         with self.db.transaction() as conn:
-            now = conn.execute("SELECT (julianday('now') - 2440587.5) * 86400.0").fetchone()[0]
-            if time_at_least is not None and now < time_at_least:
-                # LangChain's contract: an update must never be stamped before the time its caller read.
-                raise AssertionError(f"the database clock ({now}) is behind time_at_least ({time_at_least})")
             conn.executemany(
                 "INSERT INTO ingest_records (namespace, key, group_id, updated_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (namespace, key)"
@@ -75,13 +87,13 @@ class SQLiteRecordManager(RecordManager):
 
     def exists(self, keys: Sequence[str]) -> list[bool]:
         """Whether each key is recorded, in the order given."""
-        found = {
-            row[0]
-            for row in self.db.query(
-                "SELECT key FROM ingest_records WHERE namespace = ? AND key IN (SELECT value FROM json_each(?))",
-                (self.namespace, _json(keys)),
+        found: set[str] = set()
+        for batch in _batches(keys):
+            rows = self.db.query(
+                f"SELECT key FROM ingest_records WHERE namespace = ? AND key IN {_in_list(batch)}",
+                (self.namespace, *batch),
             )
-        }
+            found.update(row[0] for row in rows)
         return [key in found for key in keys]
 
     async def aexists(self, keys: Sequence[str]) -> list[bool]:
@@ -105,8 +117,12 @@ class SQLiteRecordManager(RecordManager):
             sql += " AND updated_at > ?"
             params.append(after)
         if group_ids is not None:
-            sql += " AND group_id IN (SELECT value FROM json_each(?))"
-            params.append(_json(group_ids))
+            groups = list(group_ids)
+            if not groups:
+                return []
+            # Callers ask for one unit's group, or a few: one IN list, never batched.
+            sql += f" AND group_id IN {_in_list(groups)}"
+            params.extend(groups)
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -125,10 +141,11 @@ class SQLiteRecordManager(RecordManager):
     def delete_keys(self, keys: Sequence[str]) -> None:
         """Forget ``keys``."""
         with self.db.transaction() as conn:
-            conn.execute(
-                "DELETE FROM ingest_records WHERE namespace = ? AND key IN (SELECT value FROM json_each(?))",
-                (self.namespace, _json(keys)),
-            )
+            for batch in _batches(keys):
+                conn.execute(
+                    f"DELETE FROM ingest_records WHERE namespace = ? AND key IN {_in_list(batch)}",
+                    (self.namespace, *batch),
+                )
 
     async def adelete_keys(self, keys: Sequence[str]) -> None:
         await asyncio.to_thread(self.delete_keys, keys)
@@ -136,7 +153,8 @@ class SQLiteRecordManager(RecordManager):
     def groups_in(self, scope: str) -> list[str]:
         """The group ids (unit ids) that start with ``scope``: the units an ingest of that scope has recorded."""
         rows = self.db.query(
-            "SELECT DISTINCT group_id FROM ingest_records WHERE namespace = ? AND substr(group_id, 1, ?) = ?",
-            (self.namespace, len(scope), scope),
+            "SELECT DISTINCT group_id FROM ingest_records"
+            " WHERE namespace = ? AND substr(group_id, 1, length(CAST(? AS TEXT))) = ?",
+            (self.namespace, scope, scope),
         )
         return [row[0] for row in rows]

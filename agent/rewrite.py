@@ -88,7 +88,8 @@ def rule_rewrite(question: str, earlier_questions: Sequence[str]) -> str:
     return f"{question} {' '.join(dict.fromkeys(words))}" if words else question
 
 
-def _transcript(messages: Sequence[AnyMessage]) -> str:
+def transcript(messages: Sequence[AnyMessage]) -> str:
+    """The user and assistant messages as "User: ..." / "Assistant: ..." lines, each cut to TRANSCRIPT_CHARS."""
     lines = []
     for message in messages:
         if isinstance(message, HumanMessage | AIMessage):
@@ -98,15 +99,15 @@ def _transcript(messages: Sequence[AnyMessage]) -> str:
     return "\n".join(lines)
 
 
-def _quiet(model: BaseChatModel) -> BaseChatModel:
-    """A copy of ``model`` sampling at temperature 0 with few tokens, where the model has those fields.
+def quiet(model: BaseChatModel, max_tokens: int = REWRITE_TOKENS) -> BaseChatModel:
+    """A copy of ``model`` sampling at temperature 0 with at most ``max_tokens``, where the model has those fields.
 
     Set as fields rather than call arguments: each provider names and accepts call arguments differently
     (Ollama rejects ``temperature=`` as one), while the fields are how each one is configured.
     """
     fields = type(model).model_fields
     update: dict[str, object] = {"temperature": 0.0} if "temperature" in fields else {}
-    update |= {name: REWRITE_TOKENS for name in ("max_tokens", "num_predict") if name in fields}
+    update |= {name: max_tokens for name in ("max_tokens", "num_predict") if name in fields}
     return model.model_copy(update=update) if update else model
 
 
@@ -123,9 +124,9 @@ def llm_rewrite(
     """The model's standalone query for ``question`` given the ``earlier`` messages; None when unusable."""
     prompt = [
         SystemMessage(REWRITE_PROMPT),
-        HumanMessage(f"Conversation:\n{_transcript(earlier)}\n\nLast question: {question}\n\nStandalone query:"),
+        HumanMessage(f"Conversation:\n{transcript(earlier)}\n\nLast question: {question}\n\nStandalone query:"),
     ]
-    query = _clean(_quiet(model).invoke(prompt, config).text)
+    query = _clean(quiet(model).invoke(prompt, config).text)
     if not query or len(query) > MAX_QUERY_CHARS or len(query.split()) > MAX_QUERY_WORDS:
         return None
     return query

@@ -12,9 +12,27 @@ from agent.configuration import Settings
 from agent.db import Database
 from agent.embeddings import MiniLMEmbeddings, default_embeddings
 from agent.models import ChatModelChoice, resolve_chat_model
+from agent.pgdb import PgDatabase
+from agent.pgstore import PgChunkStore
 from agent.review import ReviewQueue
 from agent.store import ChunkStore, SearchOptions
 from rails import Guard
+
+
+def open_store(
+    settings: Settings, embeddings: MiniLMEmbeddings
+) -> tuple[Database | PgDatabase, ChunkStore | PgChunkStore]:
+    """The database ``settings.db`` names (SQLite file or Postgres) and the chunk store on it.
+
+    The store works through the database's own connection, so an ingest unit's chunk writes and record updates
+    share one transaction; ``DatabaseUnavailable`` says when a Postgres server cannot be reached.
+    """
+    options = SearchOptions.from_settings(settings)
+    if settings.backend == "postgres":
+        pg = PgDatabase(settings.db)
+        return pg, PgChunkStore(pg, embeddings, options=options)
+    db = Database(settings.sqlite_path)
+    return db, ChunkStore(db, embeddings, options)
 
 
 @dataclass
@@ -25,9 +43,9 @@ class Services:
     """
 
     settings: Settings
-    db: Database
+    db: Database | PgDatabase
     embeddings: MiniLMEmbeddings
-    store: ChunkStore
+    store: ChunkStore | PgChunkStore
     reviews: ReviewQueue
     _guard: Guard | None = field(default=None, repr=False)
     _chat: ChatModelChoice | None = field(default=None, repr=False)
@@ -35,13 +53,13 @@ class Services:
 
     @classmethod
     def create(cls, settings: Settings, *, chat: ChatModelChoice | None = None, guard: Guard | None = None) -> Services:
-        db = Database(settings.sqlite_path)
         embeddings = default_embeddings()
+        db, store = open_store(settings, embeddings)
         return cls(
             settings=settings,
             db=db,
             embeddings=embeddings,
-            store=ChunkStore(db, embeddings, SearchOptions.from_settings(settings)),
+            store=store,
             reviews=ReviewQueue(db),
             _guard=guard,
             _chat=chat,

@@ -47,3 +47,9 @@ class AgentState(InputState, total=False):
     rails: list[RailVerdict]
     refusal_policy: str | None
     review_id: str | None
+    user_memories: list[str]
+    """What the long-term memory knows about the user, as read by ``remember`` for this turn."""
+    summary: str
+    """A running summary of the thread's oldest messages, shown to the chat model instead of them."""
+    summarized: int
+    """How many of the thread's first messages ``summary`` covers."""

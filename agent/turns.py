@@ -1,22 +1,43 @@
-"""One user turn through the graph, and reviewer decisions that resume it: what the CLI and notebook call."""
+"""One user turn through the graph, and reviewer decisions that resume it: what the CLI and notebook call.
+
+A decision reaches its thread exactly once. ``decide`` records it and takes the resume lease in one transaction,
+then resumes the graph and marks the review resumed. If the process dies in between, ``resume_decided`` (run by
+every later ``review`` command and by ``chat``) finds the decided, unresumed review once its lease has expired and
+resumes the thread with the recorded decision, unless the thread already has it.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from agent.review import ReviewQueue
+from agent.review import RESUME_LEASE, Review, ReviewQueue, decision_of
 
+# How long a decider waits for a thread still on its way to the review's interrupt.
+ARRIVAL_SECONDS = 60.0
 WAITING = "Your question is waiting for a human reviewer; the answer will appear in this thread once decided."
 
 
+class ReviewPending(RuntimeError):
+    """The thread's last question still waits for a reviewer; a new question would abandon it."""
+
+
 def thread_config(thread_id: str) -> dict[str, Any]:
+    """The run config of one conversation thread."""
     return {"configurable": {"thread_id": thread_id}}
+
+
+def waiting_review(graph: CompiledStateGraph, thread_id: str) -> str | None:
+    """The id of the review the thread's graph is interrupted on, or None when it waits for nothing."""
+    snapshot = graph.get_state(thread_config(thread_id))
+    return snapshot.values.get("review_id") if snapshot.interrupts else None
 
 
 def turn_result(graph: CompiledStateGraph, thread_id: str) -> dict[str, Any]:
@@ -33,7 +54,7 @@ def turn_result(graph: CompiledStateGraph, thread_id: str) -> dict[str, Any]:
         ],
         "rails": values.get("rails", []),
         "thread_id": thread_id,
-        "review_id": values["turn_id"][:12] if pending else values.get("review_id"),
+        "review_id": values.get("review_id"),
     }
 
 
@@ -44,14 +65,42 @@ def ask(
     thread_id: str | None = None,
     on_token: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one turn; ``on_token`` receives the draft's tokens as the chat model produces them."""
+    """Run one turn; ``on_token`` receives the draft's tokens as the chat model produces them.
+
+    A thread whose last question waits for a reviewer takes no new one (``ReviewPending``): starting a new run
+    would drop the interrupt, and the reviewer's answer would then never reach the user.
+    """
     thread_id = thread_id or uuid.uuid4().hex
+    review_id = waiting_review(graph, thread_id)
+    if review_id is not None:
+        raise ReviewPending(
+            f"thread {thread_id} is waiting for a reviewer's decision on its last question (review {review_id});"
+            " wait for it (`railgraph chat --thread ID` shows it when it lands) or ask in a new thread"
+        )
     for message, metadata in graph.stream(
         {"messages": [HumanMessage(question)]}, thread_config(thread_id), stream_mode="messages"
     ):
         if on_token and metadata.get("langgraph_node") == "generate" and isinstance(message, AIMessageChunk):
             on_token(message.text)
     return turn_result(graph, thread_id)
+
+
+def _resume(graph: CompiledStateGraph, reviews: ReviewQueue, review: Review) -> None:
+    """Resume the review's thread with its recorded decision (the caller holds the resume lease)."""
+    # The thread may still be between queueing the draft and its interrupt: wait until it waits on the review (and
+    # resume it) or has gone past it, so that the decision is never marked resumed before it lands.
+    deadline = time.monotonic() + ARRIVAL_SECONDS
+    while True:
+        snapshot = graph.get_state(thread_config(review.thread_id))
+        if snapshot.values.get("review_id") == review.id and snapshot.interrupts:
+            graph.invoke(Command(resume=review.response()), thread_config(review.thread_id))
+            break
+        if snapshot.values.get("review_id") != review.id or "approval" not in snapshot.next:
+            break
+        if time.monotonic() > deadline:
+            return  # not marked resumed: once the lease expires, resume_decided tries again
+        time.sleep(0.02)
+    reviews.mark_resumed(review.id)
 
 
 def decide(
@@ -62,19 +111,40 @@ def decide(
     *,
     reviewer: str,
 ) -> dict[str, Any]:
-    """Claim a pending review for ``reviewer`` and resume its thread with an Agent Inbox ``HumanResponse``.
+    """Decide a pending review as ``reviewer`` with an Agent Inbox ``HumanResponse`` and resume its thread.
 
-    The claim is a conditional update, so of two reviewers deciding at once exactly one wins; the other gets
-    ``AlreadyDecided`` and the graph is resumed once.
+    The decision, its audit row and the resume lease are one transaction on a row still pending, so of two
+    reviewers deciding at once exactly one wins; the other gets ``AlreadyDecided`` and the graph is resumed once.
     """
     review = reviews.get(review_id)
-    kind, args = decision["type"], decision.get("args")
-    status, final_text, reason = {
-        "accept": ("approved", review.draft, None),
-        "edit": ("edited", args["args"]["draft"] if isinstance(args, dict) else None, None),
-        "response": ("responded", args, None),
-        "ignore": ("rejected", None, args),
-    }[kind]
-    reviews.decide(review_id, status, reviewer=reviewer, final_text=final_text, reason=reason)
-    graph.invoke(Command(resume=decision), thread_config(review.thread_id))
+    decided = reviews.decide(review_id, decision_of(decision, review.draft), reviewer=reviewer)
+    _resume(graph, reviews, decided)
     return turn_result(graph, review.thread_id)
+
+
+def resume_decided(
+    graph: CompiledStateGraph,
+    reviews: ReviewQueue,
+    *,
+    thread_id: str | None = None,
+    stale_after: timedelta = RESUME_LEASE,
+) -> list[str]:
+    """Resume the threads of decided reviews whose decider died before resuming them; return their review ids.
+
+    Only reviews whose resume lease is older than ``stale_after`` are taken (a live decider holds a fresh one),
+    each by one process only; a thread that already holds the decision is just marked resumed.
+    """
+    resumed = []
+    for review in reviews.unresumed(thread_id=thread_id, stale_after=stale_after):
+        if reviews.claim_resume(review.id, stale_after=stale_after):
+            _resume(graph, reviews, review)
+            resumed.append(review.id)
+    return resumed
+
+
+def poll_review(graph: CompiledStateGraph, reviews: ReviewQueue, thread_id: str) -> dict[str, Any] | None:
+    """The thread's turn once its review's decision has landed (resuming it if its decider died), else None."""
+    resume_decided(graph, reviews, thread_id=thread_id)
+    if waiting_review(graph, thread_id) is not None:
+        return None
+    return turn_result(graph, thread_id)

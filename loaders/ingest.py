@@ -6,8 +6,8 @@ file, a page, a row; see ``loaders.sources``) holds. So:
 - chunks already recorded for their unit are neither embedded nor written again, and a changed unit gains its
   new chunks and loses exactly its old ones;
 - the new chunks of several units are embedded in one model call, before anything is written;
-- on railgraph's SQLite store, each unit's chunk inserts, deletes and record updates then commit in one
-  transaction, and the embedding is never inside it: a crash leaves every unit wholly old or wholly new, a
+- on railgraph's stores (SQLite or Postgres), each unit's chunk inserts, deletes and record updates then commit in
+  one transaction, and the embedding is never inside it: a crash leaves every unit wholly old or wholly new, a
   re-run converges, and readers never wait on the model;
 - with ``sync``, the units inside the run's scopes that the run did not see lose their chunks; a unit that
   failed to load this time was seen, and keeps them, and a scope in which every unit tried failed (a site that
@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -29,16 +30,19 @@ from langchain_core.documents import Document
 from langchain_core.indexing import RecordManager
 from langchain_core.vectorstores import VectorStore
 
-from agent.records import SQLiteRecordManager
+from agent.pgstore import PgChunkStore
+from agent.records import DatabaseRecordManager
 from agent.store import ChunkStore, embedded_text
 from loaders import LoadError, iter_files, load_file, split_documents
 from loaders.sources import SourceUnit
 
 RECORD_NAMESPACE = "railgraph/chunks"
+# The stores that keep their ingest records in their own database and take precomputed vectors.
+RAILGRAPH_STORES = (ChunkStore, PgChunkStore)
 # New chunks embedded per model call. The first call takes EMBED_BATCH_FIRST, so the first units commit and the
 # progress bar moves within seconds; each next call doubles, up to EMBED_BATCH_CHUNKS: the model sorts a call's
-# texts by length into batches of 64, so a larger call pads less (mini-Wikipedia passages, chunks per CPU-second:
-# 256 a call -> 28.9, 512 -> 30.7, 1024 -> 32.6, 1600 -> 33.1), and a crash costs at most one call to redo.
+# texts by length before cutting them into forward passes (``MiniLMEmbeddings.batch_size``), so a larger call pads
+# less, and a crash costs at most one call to redo.
 EMBED_BATCH_FIRST = 64
 EMBED_BATCH_CHUNKS = 1024
 
@@ -120,10 +124,12 @@ class _Writer:
     """Embeds and writes units' chunks, one transaction per unit where the store and the records allow it."""
 
     def __init__(self, store: VectorStore, records: RecordManager | None) -> None:
-        if isinstance(store, ChunkStore):
+        if isinstance(store, RAILGRAPH_STORES):
             if records is not None:
-                raise ValueError("a ChunkStore keeps its ingest records in its own database: pass no record manager")
-            self.records: RecordManager = SQLiteRecordManager(RECORD_NAMESPACE, store.db)
+                raise ValueError(
+                    f"a {type(store).__name__} keeps its ingest records in its own database: pass no record manager"
+                )
+            self.records: RecordManager = DatabaseRecordManager(RECORD_NAMESPACE, store.db)
         elif records is None:
             raise ValueError(f"{type(store).__name__} needs the record manager of its database")
         else:
@@ -132,12 +138,12 @@ class _Writer:
 
     def transaction(self) -> AbstractContextManager[Any]:
         """One transaction of the store's database, which the chunk and record writes inside it join."""
-        return self.store.db.transaction() if isinstance(self.store, ChunkStore) else nullcontext()
+        return self.store.db.transaction() if isinstance(self.store, RAILGRAPH_STORES) else nullcontext()
 
     def embed(self, pending: list[_Pending]) -> None:
         """Vectors for the new chunks of ``pending``, in one model call (a store without a way to take them embeds
         on its own when written)."""
-        if not isinstance(self.store, ChunkStore):
+        if not isinstance(self.store, RAILGRAPH_STORES):
             return
         texts = [
             embedded_text(unit.chunks[i].page_content, unit.chunks[i].metadata) for unit in pending for i in unit.new
@@ -153,7 +159,7 @@ class _Writer:
             new_chunks = [unit.chunks[i] for i in unit.new]
             new_keys = [unit.keys[i] for i in unit.new]
             if new_chunks:
-                if isinstance(self.store, ChunkStore):
+                if isinstance(self.store, RAILGRAPH_STORES):
                     self.store.add_texts(
                         [chunk.page_content for chunk in new_chunks],
                         [chunk.metadata for chunk in new_chunks],
@@ -187,9 +193,9 @@ def ingest(
     """Index every unit of ``sources``; a unit that cannot be loaded is reported in ``failed``, never fatal.
 
     The new chunks of several units are embedded in one call: ``EMBED_BATCH_FIRST`` chunks at first, twice as
-    many each time after, up to ``batch_chunks``. ``store`` is railgraph's ``ChunkStore`` (its records then live
-    in its own database, in the same transactions as its chunks) or any LangChain ``VectorStore`` with the
-    ``records`` of its database (each write then commits on its own, and the store embeds its chunks itself).
+    many each time after, up to ``batch_chunks``. ``store`` is railgraph's ``ChunkStore`` or ``PgChunkStore`` (its
+    records then live in its own database, in the same transactions as its chunks) or any LangChain ``VectorStore``
+    with the ``records`` of its database (each write then commits on its own, and the store embeds its chunks).
 
     With ``sync``, the chunks of every recorded unit whose id starts with one of ``scopes`` and that this run did
     not see are deleted, except in a scope where units failed to load and none loaded (sync needs railgraph's
@@ -197,29 +203,69 @@ def ingest(
     skipped as unchanged, or failed.
     """
     writer = _Writer(store, records)
-    if sync and not isinstance(writer.records, SQLiteRecordManager):
-        raise ValueError("sync needs railgraph's SQLite records, which can list the units inside a scope")
+    if sync and not isinstance(writer.records, DatabaseRecordManager):
+        raise ValueError("sync needs railgraph's own records, which can list the units inside a scope")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="railgraph-embed") as embedder:
+        return _ingest(
+            sources,
+            writer,
+            embedder,
+            scopes=scopes,
+            sync=sync,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            batch_chunks=batch_chunks,
+            on_unit=on_unit,
+        )
+
+
+def _ingest(
+    sources: Iterable[SourceUnit],
+    writer: _Writer,
+    embedder: ThreadPoolExecutor,
+    *,
+    scopes: Sequence[str],
+    sync: bool,
+    chunk_size: int,
+    chunk_overlap: int,
+    batch_chunks: int,
+    on_unit: Callable[[str, IngestReport], None] | None,
+) -> IngestReport:
+    """``ingest``'s loop. One batch of new chunks is embedded on ``embedder``'s thread while this thread writes
+    the batch before it and loads the units of the next one: the model (which releases the GIL) never waits for
+    loading, splitting or SQLite, nor they for it."""
     report = IngestReport()
     seen: set[str] = set()
     failed: set[str] = set()
     pending: list[_Pending] = []
     pending_new = 0
     batch = min(EMBED_BATCH_FIRST, batch_chunks)
+    embedding: tuple[Future[None], list[_Pending]] | None = None
 
     def done(source: str) -> None:
         if on_unit is not None:
             on_unit(source, report)
 
-    def flush() -> None:
-        nonlocal pending_new, batch
-        writer.embed(pending)
-        for unit in pending:
+    def write_embedded() -> None:
+        """Wait for the batch being embedded and write its units, each in its own transaction."""
+        nonlocal embedding
+        if embedding is None:
+            return
+        future, units = embedding
+        embedding = None
+        future.result()
+        for unit in units:
             report.deleted += writer.write(unit)
             report.added += len(unit.new)
             report.skipped += len(unit.keys) - len(unit.new)
             done(unit.source)
-        pending.clear()
-        pending_new = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_new, batch, embedding
+        submitted = (embedder.submit(writer.embed, pending), pending) if pending else None
+        write_embedded()
+        embedding = submitted
+        pending, pending_new = [], 0
         batch = min(batch * 2, batch_chunks)
 
     for source in sources:
@@ -246,6 +292,7 @@ def ingest(
         if pending_new >= batch:
             flush()
     flush()
+    write_embedded()
     if sync:
         loaded = seen - failed
         # Only failures in a scope: the source itself is probably down, not every unit in it gone.
@@ -262,7 +309,7 @@ def ingest(
 def _delete_unseen(writer: _Writer, scopes: Sequence[str], seen: set[str]) -> int:
     """Delete the chunks of the recorded units inside ``scopes`` that are not in ``seen``, a unit per transaction."""
     records = writer.records
-    assert isinstance(records, SQLiteRecordManager)  # checked by ingest() before any work
+    assert isinstance(records, DatabaseRecordManager)  # checked by ingest() before any work
     deleted = 0
     for scope in scopes:
         for unseen in sorted(set(records.groups_in(scope)) - seen):

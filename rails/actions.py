@@ -111,3 +111,11 @@ async def pii_check(text: str, source: str, config: RailsConfig) -> RailOutcome:
     if scan.masked:
         return RailOutcome.transform([(_PII_TARGETS[source], scan.text)], reason=scan.detail(), metadata=metadata)
     return RailOutcome.allow(reason=scan.detail(), metadata=metadata)
+
+
+@action(name="chunk_injection_check", is_system_action=True)
+async def chunk_injection_check(text: str, config: RailsConfig) -> RailOutcome:
+    """Look for a prompt injection planted in retrieved chunks: the prompt-injection YARA rules and the
+    classifier's heads named under ``retrieval_injection`` in config.yml."""
+    settings = checks.chunk_injection_settings(config.custom_data, _config_dir(config))
+    return _outcome(checks.check_chunk_injection([text or ""], **settings)[0])

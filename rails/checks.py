@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -125,6 +125,46 @@ def check_prompt_attack(text: str, models_dir: Path, threshold: float | None = N
     relation = ">=" if score >= limit else "<"
     why = f" (look-alike: {', '.join(lookalike)})" if lookalike else ""
     return Finding(score >= limit, f"score {score:.2f} {relation} {limit:.2f}{where}{why}", score)
+
+
+def chunk_injection_settings(custom_data: dict[str, Any], config_dir: Path) -> dict[str, Any]:
+    """Keyword arguments of ``check_chunk_injection`` from config.yml's ``custom_data``: the YARA rules and the
+    classifier of the input rails, with the heads and threshold under ``retrieval_injection``."""
+    settings = custom_data.get("retrieval_injection") or {}
+    rules = (custom_data.get("yara_prompt_injection") or {}).get("rules", "yara/prompt_injection.yara")
+    models = (custom_data.get("prompt_attack") or {}).get("model_dir", "models")
+    return {
+        "rules_path": config_dir / rules,
+        "models_dir": config_dir / models,
+        "threshold": float(settings.get("threshold", 0.7)),
+        "heads": tuple(settings.get("heads") or ("jailbreak_injection",)),
+    }
+
+
+def check_chunk_injection(
+    texts: Sequence[str], rules_path: Path, models_dir: Path, threshold: float, heads: tuple[str, ...]
+) -> list[Finding]:
+    """Indirect prompt injection in retrieved chunks: the prompt-injection YARA rules, then the classifier's
+    ``heads`` on every window of every chunk, embedded in one batch. A chunk is blocked (withheld) when a rule
+    matches or a window reaches ``threshold``."""
+    from agent.embeddings import default_embeddings
+
+    model = classifier(str(models_dir))
+    rules = [yara_matches(text, rules_path) for text in texts]
+    windows = {i: split_windows(text) for i, text in enumerate(texts) if not rules[i]}
+    flat = [window for each in windows.values() for window in each]
+    scores = model.window_scores(default_embeddings().encode(flat), heads) if flat else np.zeros(0)
+    findings: list[Finding] = []
+    start = 0
+    for i, matched in enumerate(rules):
+        if matched:
+            findings.append(Finding(True, "matched " + ", ".join(matched), 1.0))
+            continue
+        score = float(scores[start : start + len(windows[i])].max())
+        start += len(windows[i])
+        relation = ">=" if score >= threshold else "<"
+        findings.append(Finding(score >= threshold, f"score {score:.2f} {relation} {threshold:.2f}", score))
+    return findings
 
 
 # --- political opinions -------------------------------------------------------------------------

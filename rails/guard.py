@@ -2,7 +2,7 @@
 
 ``check_input`` runs the input rails on a question, ``check_output`` the output rails on a drafted
 answer with its numbered sources; both return a ``RailsOutcome`` with one verdict per rail that ran.
-``mask_chunks`` runs the retrieval rail (personal data) on the texts of retrieved chunks.
+``screen_chunks`` runs the retrieval rails (prompt injection, personal data) on the texts of retrieved chunks.
 NeMo is imported when the first ``Guard`` is built, not when this module is, so the CLI starts fast.
 
 All checks of one ``Guard`` run on a private event loop in a daemon thread: the sync methods work
@@ -42,10 +42,12 @@ _ACTIONS = {
     "pii input": "pii_check",
     "pii output": "pii_check",
     "pii retrieval": "pii_check",
+    "injection retrieval": "chunk_injection_check",
 }
 _PII_FLOWS = ("pii input", "pii output", "pii retrieval")
-# The retrieval rail `mask_chunks` runs (NeMo runs retrieval rails only inside its own generation).
-CHUNK_RAIL = "pii retrieval"
+# The retrieval rails `screen_chunks` runs (NeMo runs retrieval rails only inside its own generation).
+INJECTION_CHUNK_RAIL = "injection retrieval"
+PII_CHUNK_RAIL = "pii retrieval"
 
 T = TypeVar("T")
 
@@ -82,12 +84,12 @@ class RailsOutcome:
 
 @dataclass
 class ChunksOutcome:
-    """The result of the retrieval rail on the texts of the chunks retrieved for one question."""
+    """The result of the retrieval rails on the texts of the chunks retrieved for one question."""
 
     texts: list[str | None]
     """Each chunk's text as the model may see it (personal data masked), in order; None for a withheld chunk."""
-    verdict: RailVerdict | None
-    """One verdict for all the chunks; None when the config has no retrieval rail."""
+    verdicts: list[RailVerdict]
+    """One verdict per retrieval rail that ran, for all the chunks together."""
 
 
 class GuardConfigError(ValueError):
@@ -103,12 +105,16 @@ class Guard:
     """
 
     def __init__(self, config_dir: Path | str | None = None, *, llm: BaseChatModel | None = None) -> None:
+        from rails import checks
+
         self.config_dir = Path(config_dir).expanduser().resolve() if config_dir else DEFAULT_CONFIG_DIR
         config = _load_config(self.config_dir)
         _check_config(config, self.config_dir, llm)
         self._rails = _build_rails(config, self.config_dir, llm)
         self._pii = _pii_settings(config, self.config_dir)
-        self._chunk_rail = CHUNK_RAIL in config.rails.retrieval.flows
+        retrieval_flows = config.rails.retrieval.flows
+        self._chunk_rails = [flow for flow in retrieval_flows if flow in (INJECTION_CHUNK_RAIL, PII_CHUNK_RAIL)]
+        self._chunk_injection = checks.chunk_injection_settings(config.custom_data, self.config_dir)
         policies = config.custom_data.get("policies") or {}
         self._policies: dict[str, str] = {str(k): str(v) for k, v in policies.items()}
         self._lock = threading.Lock()
@@ -133,35 +139,68 @@ class Guard:
         """Async ``check_output``; the rails run on the Guard's own loop, not the caller's."""
         return await asyncio.wrap_future(self._submit(lambda: self._check_output(question, answer, sources)))
 
-    def mask_chunks(self, texts: Sequence[str]) -> ChunksOutcome:
-        """Run the ``pii retrieval`` rail on the texts of retrieved chunks, in the caller's thread.
+    def screen_chunks(self, texts: Sequence[str]) -> ChunksOutcome:
+        """Run the retrieval rails under ``rails.retrieval`` in config.yml on the texts of retrieved chunks, in the
+        caller's thread, in the listed order.
 
-        Personal data set to ``mask`` is masked; a chunk holding data set to ``block`` is withheld (its text is
-        None) while the others still answer the question. Without ``pii retrieval`` under ``rails.retrieval``
-        in config.yml the texts come back unchanged and there is no verdict.
+        ``injection retrieval`` withholds a chunk that carries a prompt injection (an indirect attack planted in a
+        document); ``pii retrieval`` masks personal data set to ``mask`` and withholds a chunk holding data set to
+        ``block``. Withheld chunks come back as None, while the others still answer the question.
         """
-        if not self._chunk_rail:
-            return ChunksOutcome(texts=list(texts), verdict=None)
-        from rails import pii
+        kept: list[str | None] = list(texts)
+        verdicts: list[RailVerdict] = []
+        for rail in self._chunk_rails:
+            screen = self._screen_injection if rail == INJECTION_CHUNK_RAIL else self._screen_pii
+            verdicts.append(screen(kept))
+        return ChunksOutcome(texts=kept, verdicts=verdicts)
 
-        scans = [pii.scan(text, self._pii) for text in texts]
-        masked = [span for scan in scans if not scan.blocked for span in scan.masked]
-        blocking = [span for scan in scans for span in scan.blocking]
-        notes: list[str] = []
-        if masked:
-            changed = sum(bool(scan.masked) and not scan.blocked for scan in scans)
-            notes.append(f"masked {pii.summary(masked)} in {changed} of {len(texts)} chunks")
-        if blocking:
-            withheld = sum(scan.blocked for scan in scans)
-            notes.append(f"withheld {withheld} of {len(texts)} chunks for {pii.summary(blocking)} (set to block)")
-        scores = [span.score for span in (*masked, *blocking)]
-        verdict = RailVerdict(
-            rail=CHUNK_RAIL,
-            verdict="modify" if notes else "pass",
-            detail="; ".join(notes) or f"no personal data found in {len(texts)} chunks",
+    def _screen_injection(self, kept: list[str | None]) -> RailVerdict:
+        """Withhold (set to None, in place) the chunks of ``kept`` that carry a prompt injection."""
+        from rails import checks
+
+        live = [i for i, text in enumerate(kept) if text is not None]
+        findings = checks.check_chunk_injection([kept[i] or "" for i in live], **self._chunk_injection)
+        blocked = [(i, finding) for i, finding in zip(live, findings, strict=True) if finding.blocked]
+        for i, _ in blocked:
+            kept[i] = None
+        scores = [finding.score for finding in findings if finding.score is not None]
+        detail = (
+            f"withheld {len(blocked)} of {len(live)} chunks: "
+            + "; ".join(f"chunk {i + 1} {finding.detail}" for i, finding in blocked)
+            if blocked
+            else f"no prompt injection in {len(live)} chunks"
+        )
+        return RailVerdict(
+            rail=INJECTION_CHUNK_RAIL,
+            verdict="modify" if blocked else "pass",
+            detail=detail,
             score=max(scores) if scores else None,
         )
-        return ChunksOutcome(texts=[None if scan.blocked else scan.text for scan in scans], verdict=verdict)
+
+    def _screen_pii(self, kept: list[str | None]) -> RailVerdict:
+        """Mask personal data in the chunks of ``kept`` (in place), withholding those with data set to block."""
+        from rails import pii
+
+        live = [i for i, text in enumerate(kept) if text is not None]
+        scans = {i: pii.scan(kept[i] or "", self._pii) for i in live}
+        masked = [span for scan in scans.values() if not scan.blocked for span in scan.masked]
+        blocking = [span for scan in scans.values() for span in scan.blocking]
+        notes: list[str] = []
+        if masked:
+            changed = sum(bool(scan.masked) and not scan.blocked for scan in scans.values())
+            notes.append(f"masked {pii.summary(masked)} in {changed} of {len(live)} chunks")
+        if blocking:
+            withheld = sum(scan.blocked for scan in scans.values())
+            notes.append(f"withheld {withheld} of {len(live)} chunks for {pii.summary(blocking)} (set to block)")
+        for i, scan in scans.items():
+            kept[i] = None if scan.blocked else scan.text
+        scores = [span.score for span in (*masked, *blocking)]
+        return RailVerdict(
+            rail=PII_CHUNK_RAIL,
+            verdict="modify" if notes else "pass",
+            detail="; ".join(notes) or f"no personal data found in {len(live)} chunks",
+            score=max(scores) if scores else None,
+        )
 
     def warm_up(self) -> None:
         """Load what the first check would load lazily (MiniLM, the example embeddings)."""
@@ -306,6 +345,12 @@ def _check_config(config: RailsConfig, config_dir: Path, llm: BaseChatModel | No
         if "prompt attack" in flows:
             model_dir = (custom.get("prompt_attack") or {}).get("model_dir", "models")
             checks.classifier(str(config_dir / model_dir))
+        if "injection retrieval" in flows:
+            settings = checks.chunk_injection_settings(custom, config_dir)
+            checks.compiled_rules(str(settings["rules_path"]))
+            model = checks.classifier(str(settings["models_dir"]))
+            for head in settings["heads"]:
+                model.head_index(head)
         injection = getattr(config.rails.config, "injection_detection", None)
         if "injection detection" in flows and injection is not None and injection.yara_path:
             # NeMo logs a broken rule file and then lets every answer through; fail here instead.

@@ -9,7 +9,7 @@ come from ``NameRecognizer``: capitalised words led by a first name from a gazet
 70 locales), a title (``Dr.``) or a cue (``my name is``). ``railgraph eval pii`` measures both.
 
 ``rails/actions.py`` wraps ``scan`` in the NeMo action of the ``pii input`` / ``pii output`` flows and
-``rails.Guard.mask_chunks`` applies it to retrieved chunks. Importing this module imports Presidio, which
+``rails.Guard.screen_chunks`` applies it to retrieved chunks. Importing this module imports Presidio, which
 imports torch and transformers when they are installed (well under a second once torch is loaded, as it is for
 MiniLM): import it where it is used, not at the top of a CLI module. The analyzer is built once per process.
 """

@@ -101,10 +101,19 @@ class PromptAttackModel:
         """The benign look-alike YARA file, recorded relative to ``models_dir``."""
         return (models_dir / self.metadata["lookalike"]["rules"]).resolve()
 
-    def window_scores(self, embeddings: np.ndarray) -> np.ndarray:
-        """Score of each row of an ``(n, 384)`` embedding matrix: its most confident head."""
-        logits = embeddings.astype(np.float32) @ self.coef.T + self.intercept
+    def window_scores(self, embeddings: np.ndarray, heads: tuple[str, ...] | None = None) -> np.ndarray:
+        """Score of each row of an ``(n, 384)`` embedding matrix: its most confident head (of ``heads``, by name,
+        when given: e.g. only ``jailbreak_injection`` for retrieved documents, which may well discuss harm)."""
+        rows = slice(None) if heads is None else [self.head_index(name) for name in heads]
+        logits = embeddings.astype(np.float32) @ self.coef[rows].T + self.intercept[rows]
         return 1.0 / (1.0 + np.exp(-logits.max(axis=1).astype(np.float64)))
+
+    def head_index(self, name: str) -> int:
+        """The row of head ``name`` (``prompt_attack.json`` lists the heads in row order)."""
+        names = list(self.metadata["heads"])
+        if name not in names:
+            raise ValueError(f"the prompt-attack classifier has no head {name!r}; it has {', '.join(names)}")
+        return names.index(name)
 
     def score(self, text: str, encode: Encoder) -> tuple[float, int]:
         """The highest window score of ``text`` and the index of that window."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +17,22 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("RAILGRAPH_SHARED_DATA", REPO.parent / "shared" / "data"))
 TEST_GGUF = Path(os.environ.get("RAILGRAPH_TEST_GGUF", REPO / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+# A real document of ../shared/data/documents that many tests ask about ("Where was Iwan Roberts born?").
+NORWICH = "unstructured_example_docs/norwich-city.txt"
+
+
+def railgraph(*args: str, env: dict[str, str], input_text: str | None = None) -> subprocess.CompletedProcess:
+    """Run the ``railgraph`` command in a new process, as a user would; tests import it from here."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        env=env,
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +82,23 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory):
         # The handle's own cleanup (also registered atexit) stops the server once and forgets this process, so
         # the atexit call does nothing; stop() alone would leave atexit stopping it a second time, noisily.
         server._cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty railgraph database URL per test, on each backend: a SQLite file in ``tmp_path``, or a new
+    database on the session's real Postgres server (dropped afterwards, with any connections the test left open)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'railgraph.db'}"
+        return
+    import uuid
+
+    import psycopg
+
+    server = request.getfixturevalue("pg_server")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield server.get_uri(name)
+    with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,21 +13,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import NORWICH, railgraph
 
 from agent.db import Database
-
-NORWICH = "unstructured_example_docs/norwich-city.txt"
-
-
-def railgraph(*args: str, env: dict[str, str], input_text: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
-        env=env,
-        input=input_text,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture
@@ -123,8 +109,13 @@ def test_bad_settings_fail_with_what_to_do(env: dict[str, str]) -> None:
     bad_policy = railgraph("review", "list", env=env | {"RAILGRAPH_APPROVAL": "sometimes"})
     assert bad_policy.returncode == 2 and "RAILGRAPH_APPROVAL" in bad_policy.stderr
 
-    postgres = railgraph("doctor", "--db", "postgresql://localhost/x", env=env)
-    assert postgres.returncode == 2 and "sqlite:///" in postgres.stderr
+    postgres = railgraph("doctor", "--db", "postgresql://ana:secret@localhost:9/x", env=env)
+    assert postgres.returncode == 2 and "postgresql://ana:***@localhost:9/x" in postgres.stderr
+    assert "start the server" in postgres.stderr and "secret" not in postgres.stderr
+    assert "Traceback" not in postgres.stderr
+
+    not_a_url = railgraph("review", "list", "--db", "mysql://localhost/x", env=env)
+    assert not_a_url.returncode == 2 and "sqlite:///" in not_a_url.stderr and "postgresql://" in not_a_url.stderr
 
 
 def test_ingest_refuses_bad_files_in_one_line_each_and_ingests_the_rest(env: dict[str, str], tmp_path: Path) -> None:

@@ -19,14 +19,12 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from langchain_classic.indexes import SQLRecordManager
-from sqlalchemy import create_engine
 
 from agent.db import Database
 from agent.embeddings import default_embeddings
 from agent.pgstore import PgChunkStore, tsquery_text
 from agent.store import ChunkStore, Filters, HybridSearchStore, SearchOptions
-from loaders.ingest import RECORD_NAMESPACE, file_units, ingest
+from loaders.ingest import file_units, ingest
 
 STORES = ["sqlite", "postgres"]
 
@@ -351,29 +349,22 @@ def test_keyword_ranking_prefers_chunks_sharing_more_words(filled: PgChunkStore)
     assert ranked[0] == "chunk-10" and "chunk-11" in ranked
 
 
-def test_langchain_index_reingest_adds_nothing(store: PgChunkStore, pg_server: Any, tmp_path: Path) -> None:
-    """``loaders.ingest`` with LangChain's ``SQLRecordManager``, the records on the same Postgres."""
+def test_reingest_adds_nothing_and_a_changed_file_replaces_its_chunks(store: PgChunkStore, tmp_path: Path) -> None:
+    """``loaders.ingest`` on the store, its records in the store's own database (``ingest_records``)."""
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "office.txt").write_text("The office moved to Oslo in 2021.\n\nThe canteen opens at eight.\n")
     (folder / "bread.md").write_text("# Bread\n\nA sourdough starter needs flour and water every day.\n")
-    # The store's database, in SQLAlchemy's spelling: one URL for chunks and records alike.
-    engine = create_engine(store.url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        records = SQLRecordManager(RECORD_NAMESPACE, engine=engine)
-        records.create_schema()
-        first = ingest(file_units([folder]), store, records)
-        assert first.added == first.chunks == store.count() > 0 and not first.failed
-        second = ingest(file_units([folder]), store, records)
-        assert (second.added, second.updated, second.deleted, second.skipped) == (0, 0, 0, first.added)
+    first = ingest(file_units([folder]), store)
+    assert first.added == first.chunks == store.count() > 0 and not first.failed
+    second = ingest(file_units([folder]), store)
+    assert (second.added, second.updated, second.deleted, second.skipped) == (0, 0, 0, first.added)
 
-        (folder / "office.txt").write_text("The office moved to Bergen in 2023.\n")
-        third = ingest(file_units([folder]), store, records)
-        assert (third.added, third.deleted) == (1, 1) and store.count() == first.added
-        texts = [document.page_content for document, _ in store.search("Where did the office move?", 2)]
-        assert "Bergen" in texts[0] and not any("Oslo" in text for text in texts)
-    finally:
-        engine.dispose()
+    (folder / "office.txt").write_text("The office moved to Bergen in 2023.\n")
+    third = ingest(file_units([folder]), store)
+    assert (third.added, third.deleted) == (1, 1) and store.count() == first.added
+    texts = [document.page_content for document, _ in store.search("Where did the office move?", 2)]
+    assert "Bergen" in texts[0] and not any("Oslo" in text for text in texts)
 
 
 def test_one_store_serves_many_threads(filled: PgChunkStore) -> None:

@@ -156,10 +156,11 @@ def test_block_and_allow_settings_through_the_guard(strict_guard: Guard) -> None
     allowed = strict_guard.check_input(f"Can you reply to {EMAIL} about Mr. Kloz?")
     assert allowed.text == f"Can you reply to {EMAIL} about Mr. <PERSON>?"
 
-    chunks = strict_guard.mask_chunks(["Card on file: 4574911566148561.", f"Contact {EMAIL}.", "Nothing here."])
+    chunks = strict_guard.screen_chunks(["Card on file: 4574911566148561.", f"Contact {EMAIL}.", "Nothing here."])
     assert chunks.texts == [None, f"Contact {EMAIL}.", "Nothing here."]
-    assert chunks.verdict is not None and chunks.verdict["verdict"] == "modify"
-    assert chunks.verdict["detail"] == "withheld 1 of 3 chunks for 1 CREDIT_CARD (set to block)"
+    verdict = {verdict["rail"]: verdict for verdict in chunks.verdicts}["pii retrieval"]
+    assert verdict["verdict"] == "modify"
+    assert verdict["detail"] == "withheld 1 of 3 chunks for 1 CREDIT_CARD (set to block)"
 
 
 def test_bad_pii_setting_is_a_clear_error(tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ rule disregard_rules
     meta:
         description = "Asks the model to set aside its rules, policies or safety training"
     strings:
-        $drop = /\b(ignore|disregard|forget|bypass|break|abandon)\s+(all\s+)?(your|the|its|any)\s+(rules|guidelines|policies|restrictions|safety\s+(rules|guidelines|filters)|content\s+polic(y|ies)|programming|training|ethical\s+guidelines)\b/ nocase
+        $drop = /\b(ignore|disregard|forget|bypass|abandon)\s+(all\s+)?(your|the|its|any)\s+(rules|guidelines|policies|restrictions|safety\s+(rules|guidelines|filters)|content\s+polic(y|ies)|programming|training|ethical\s+guidelines)\b/ nocase
+        // "break the rules" is ordinary prose (the Zen of Python says it); breaking *your* rules is not.
+        $break = /\bbreak\s+(all\s+)?(your|its|any\s+of\s+your)\s+(rules|guidelines|policies|restrictions|programming|training)\b/ nocase
         $no_rules = /\b(you\s+(have|has)\s+no|free\s+(of|from)\s+(all|any))\s+(rules|restrictions|filters|limitations|guidelines)\b/ nocase
     condition:
         any of them
