@@ -120,7 +120,7 @@ class DatabaseRecordManager(RecordManager):
             groups = list(group_ids)
             if not groups:
                 return []
-            # Callers ask for one unit's group, or a few: one IN list, never batched.
+            # One unit's group, or those of one embedding batch (at most EMBED_BATCH_CHUNKS): one IN list.
             sql += f" AND group_id IN {_in_list(groups)}"
             params.extend(groups)
         if limit is not None:
