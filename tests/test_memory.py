@@ -26,16 +26,27 @@ OSLO = "# Oslo office hours\n\nThe Oslo office is open from 08:00 to 16:00 on we
 BERGEN = "# Bergen office hours\n\nThe Bergen office is open from 09:00 to 17:30 on weekdays, to 14:00 on Fridays.\n"
 
 
-@pytest.fixture(scope="module")
-def offices(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A database holding two office-hours documents, one per office."""
-    root = tmp_path_factory.mktemp("offices")
+def office_hours(root: Path, db: str) -> Settings:
+    """Settings of a database ``db`` holding two office-hours documents, one per office."""
     (root / "oslo.md").write_text(OSLO)
     (root / "bergen.md").write_text(BERGEN)
-    settings = Settings(db=f"sqlite:///{root / 'railgraph.db'}", llm="extractive")
+    settings = Settings(db=db, llm="extractive")
     report = ingest(file_units([root / "oslo.md", root / "bergen.md"]), services_for(settings).store)
     assert not report.failed and report.added == 2
     return settings
+
+
+@pytest.fixture(scope="module")
+def offices(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The office-hours database on SQLite, for the tests of what the model is shown."""
+    root = tmp_path_factory.mktemp("offices")
+    return office_hours(root, f"sqlite:///{root / 'railgraph.db'}")
+
+
+@pytest.fixture
+def offices_db(db_url: str, tmp_path: Path) -> Settings:
+    """The office-hours database on each backend: the memories live in its LangGraph store (SQLite or Postgres)."""
+    return office_hours(tmp_path, db_url)
 
 
 def turn(graph: CompiledStateGraph, question: str, thread: str, user: str) -> dict[str, Any]:
@@ -43,7 +54,8 @@ def turn(graph: CompiledStateGraph, question: str, thread: str, user: str) -> di
     return graph.invoke({"messages": [HumanMessage(question)]}, config)
 
 
-def test_a_stated_fact_is_remembered_across_threads_for_that_user_only(offices: Settings) -> None:
+def test_a_stated_fact_is_remembered_across_threads_for_that_user_only(offices_db: Settings) -> None:
+    offices = offices_db
     graph = build_agent(offices)
     stated = turn(graph, "I work in the Oslo office.", "ana-1", "ana")
     # A statement is acknowledged, not searched for.
@@ -67,7 +79,8 @@ def test_a_stated_fact_is_remembered_across_threads_for_that_user_only(offices: 
     assert moved["sources"][0]["source"].endswith("bergen.md")
 
 
-def test_memory_list_and_forget_and_ask_as_a_user(offices: Settings, tmp_path: Path) -> None:
+def test_memory_list_and_forget_and_ask_as_a_user(offices_db: Settings) -> None:
+    offices = offices_db
     env = os.environ | {"RAILGRAPH_DB": offices.db, "RAILGRAPH_LLM": "extractive", "COLUMNS": "200"}
     told = railgraph(
         "ask", "My manager is Kari. Please remember that I prefer short answers.", "--user", "kim", "--json", env=env

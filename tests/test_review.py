@@ -198,9 +198,10 @@ def test_two_reviewers_deciding_at_once_give_one_decision(
 
 
 @pytest.fixture
-def env(tmp_path: Path, documents_dir: Path) -> dict[str, str]:
+def env(db_url: str, documents_dir: Path) -> dict[str, str]:
+    """The Norwich City article in a fresh database, on SQLite and then on Postgres, for the commands below."""
     env = os.environ | {
-        "RAILGRAPH_DB": f"sqlite:///{tmp_path / 'railgraph.db'}",
+        "RAILGRAPH_DB": db_url,
         "RAILGRAPH_LLM": "extractive",
         "COLUMNS": "200",
         "PYTHONUNBUFFERED": "1",

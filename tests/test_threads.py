@@ -19,10 +19,11 @@ from loaders.ingest import file_units, ingest
 
 
 @pytest.fixture
-def env(tmp_path: Path, documents_dir: Path) -> dict[str, str]:
-    """A database holding the Norwich City article, used by every command through RAILGRAPH_DB."""
+def env(db_url: str, documents_dir: Path) -> dict[str, str]:
+    """A database holding the Norwich City article, used by every command through RAILGRAPH_DB (on SQLite, then
+    on Postgres)."""
     env = os.environ | {
-        "RAILGRAPH_DB": f"sqlite:///{tmp_path / 'railgraph.db'}",
+        "RAILGRAPH_DB": db_url,
         "RAILGRAPH_LLM": "extractive",
         "COLUMNS": "200",
     }
