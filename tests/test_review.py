@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -278,71 +279,77 @@ def _lines(stream: Any, into: queue.Queue) -> None:
         into.put(line)
 
 
-def test_chat_waits_for_the_review_and_shows_the_decision(env: dict[str, str]) -> None:
+@dataclass
+class ChatRun:
+    """A ``railgraph chat`` process waiting for a review, and its stderr as read so far and still being read."""
+
+    process: subprocess.Popen
+    review_id: str
+    seen: str
+    stderr: queue.Queue
+    stderr_reader: threading.Thread
+
+    def rest_of_stderr(self) -> str:
+        """Everything the process wrote to stderr (call once it has exited)."""
+        self.stderr_reader.join(timeout=10)
+        return self.seen + "".join(self.stderr.queue)
+
+
+def _chat_until_review(thread: str, questions: list[str], env: dict[str, str]) -> ChatRun:
+    """Start ``railgraph chat`` on ``thread`` (every draft reviewed), type ``questions`` then ``exit``, and read its
+    stderr until it says it waits for a review."""
     chat = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "chat", "--thread", "chat-thread"],
+        [sys.executable, "-m", "agent.cli", "chat", "--thread", thread],
         env=env | {"RAILGRAPH_APPROVAL": "always"},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    stderr: queue.Queue = queue.Queue()
-    stdout: list[str] = []
-    readers = [
-        threading.Thread(target=_lines, args=(chat.stderr, stderr), daemon=True),
-        threading.Thread(target=lambda: stdout.extend(chat.stdout), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=_lines, args=(chat.stderr, lines), daemon=True)
+    reader.start()
+    assert chat.stdin is not None
+    chat.stdin.write("".join(f"{question}\n" for question in [*questions, "exit"]))
+    chat.stdin.close()
+    seen = ""
     try:
-        assert chat.stdin is not None
-        chat.stdin.write(f"{BORN}\nexit\n")
-        chat.stdin.close()
-        seen = ""
         while not (waiting := re.search(r"waiting for review \(id (\w+)\)", seen)):
-            seen += stderr.get(timeout=240)
-        approved = railgraph("review", "approve", waiting.group(1), "--as", "ana", env=env)
-        assert approved.returncode == 0, approved.stderr
-        assert chat.wait(timeout=120) == 0
-    finally:
+            seen += lines.get(timeout=240)
+    except BaseException:
         chat.kill()
-    for reader in readers:
-        reader.join(timeout=10)
-    seen += "".join(stderr.queue)
-    assert f"review {waiting.group(1)} decided" in seen
+        raise
+    return ChatRun(chat, waiting.group(1), seen, lines, reader)
+
+
+def test_chat_waits_for_the_review_and_shows_the_decision(env: dict[str, str]) -> None:
+    chat = _chat_until_review("chat-thread", [BORN], env)
+    stdout: list[str] = []
+    reader = threading.Thread(target=lambda: stdout.extend(chat.process.stdout or []), daemon=True)
+    reader.start()
+    try:
+        approved = railgraph("review", "approve", chat.review_id, "--as", "ana", env=env)
+        assert approved.returncode == 0, approved.stderr
+        assert chat.process.wait(timeout=120) == 0
+    finally:
+        chat.process.kill()
+    reader.join(timeout=10)
+    assert f"review {chat.review_id} decided" in chat.rest_of_stderr()
     answer = "".join(stdout).split("waiting for a human reviewer")[-1]
     assert "Bangor" in answer and "norwich-city.txt" in answer, "the approved answer and its sources"
 
 
 def test_ctrl_c_stops_waiting_and_the_next_chat_shows_the_decision(env: dict[str, str]) -> None:
-    chat = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "chat", "--thread", "later-thread"],
-        env=env | {"RAILGRAPH_APPROVAL": "always"},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    stderr: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=_lines, args=(chat.stderr, stderr), daemon=True)
-    reader.start()
+    chat = _chat_until_review("later-thread", [BORN, "How many caps did he win?"], env)
+    review_id = chat.review_id
     try:
-        assert chat.stdin is not None
-        chat.stdin.write(f"{BORN}\nHow many caps did he win?\nexit\n")
-        chat.stdin.close()
-        seen = ""
-        while not (waiting := re.search(r"waiting for review \(id (\w+)\)", seen)):
-            seen += stderr.get(timeout=240)
-        chat.send_signal(signal.SIGINT)
-        assert chat.wait(timeout=120) == 0, "Ctrl-C returns to the prompt, and 'exit' leaves"
+        chat.process.send_signal(signal.SIGINT)
+        assert chat.process.wait(timeout=120) == 0, "Ctrl-C returns to the prompt, and 'exit' leaves"
     finally:
-        chat.kill()
-    reader.join(timeout=10)
-    seen += "".join(stderr.queue)
+        chat.process.kill()
+    seen = chat.rest_of_stderr()
     assert "stopped waiting" in seen
     assert "is waiting for a reviewer's decision" in " ".join(seen.split()), "the second question is not run"
-    review_id = waiting.group(1)
     assert [review["id"] for review in json.loads(railgraph("review", "list", "--json", env=env).stdout)] == [review_id]
 
     assert railgraph("review", "reject", review_id, "--reason", "ask HR", env=env).returncode == 0
