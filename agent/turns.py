@@ -16,7 +16,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
+from langgraph.types import Command, StateSnapshot
 
 from agent.review import RESUME_LEASE, Review, ReviewQueue, decision_of
 
@@ -38,6 +38,27 @@ def waiting_review(graph: CompiledStateGraph, thread_id: str) -> str | None:
     """The id of the review the thread's graph is interrupted on, or None when it waits for nothing."""
     snapshot = graph.get_state(thread_config(thread_id))
     return snapshot.values.get("review_id") if snapshot.interrupts else None
+
+
+def run_in_progress(graph: CompiledStateGraph, thread_id: str) -> bool:
+    """Whether a run is under way on the thread: it has nodes left to run and is not paused on an interrupt.
+
+    A reviewer's resume is such a run: the interrupt is gone as soon as the decision is written, but the answer
+    lands only when the resumed nodes finish.
+    """
+    snapshot = graph.get_state(thread_config(thread_id))
+    return bool(snapshot.next) and not snapshot.interrupts
+
+
+def _wait_for_run(graph: CompiledStateGraph, thread_id: str) -> None:
+    """Wait (at most ``ARRIVAL_SECONDS``) for a run under way on the thread, such as a reviewer's resume, to end.
+
+    A new run started beside it would interleave its checkpoints with the other's. A thread still busy after the
+    wait holds the leftovers of a run whose process died, and the new question goes ahead.
+    """
+    deadline = time.monotonic() + ARRIVAL_SECONDS
+    while run_in_progress(graph, thread_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def turn_result(graph: CompiledStateGraph, thread_id: str) -> dict[str, Any]:
@@ -71,6 +92,7 @@ def ask(
     would drop the interrupt, and the reviewer's answer would then never reach the user.
     """
     thread_id = thread_id or uuid.uuid4().hex
+    _wait_for_run(graph, thread_id)
     review_id = waiting_review(graph, thread_id)
     if review_id is not None:
         raise ReviewPending(
@@ -85,17 +107,34 @@ def ask(
     return turn_result(graph, thread_id)
 
 
-def _resume(graph: CompiledStateGraph, reviews: ReviewQueue, review: Review) -> None:
-    """Resume the review's thread with its recorded decision (the caller holds the resume lease)."""
-    # The thread may still be between queueing the draft and its interrupt: wait until it waits on the review (and
-    # resume it) or has gone past it, so that the decision is never marked resumed before it lands.
+def _in_turn_of(snapshot: StateSnapshot, review: Review) -> bool:
+    """Whether the thread's latest checkpoint belongs to the turn that queued the review (its id is the turn's)."""
+    return str(snapshot.values.get("turn_id", "")).startswith(review.id)
+
+
+def _resume(graph: CompiledStateGraph, reviews: ReviewQueue, review: Review, *, recovering: bool = False) -> None:
+    """Bring the review's recorded decision to its thread, then mark it resumed (the caller holds the resume lease).
+
+    Marked resumed means the thread has taken the decision and finished the turn. A live decider can find the thread
+    short of its interrupt: the review's row commits before the checkpoint that names it, and checkpoints are saved
+    in the background, so the latest one may even be a step old. It waits for the interrupt and resumes it, or for
+    the turn to end when the thread read the decision itself (``approval`` takes a decision recorded before it
+    runs). ``recovering`` (the lease of a decider that died has expired): a turn left half-run is finished, and a
+    thread already past the turn is only marked.
+    """
+    config = thread_config(review.thread_id)
     deadline = time.monotonic() + ARRIVAL_SECONDS
     while True:
-        snapshot = graph.get_state(thread_config(review.thread_id))
-        if snapshot.values.get("review_id") == review.id and snapshot.interrupts:
-            graph.invoke(Command(resume=review.response()), thread_config(review.thread_id))
+        snapshot = graph.get_state(config)
+        in_turn = _in_turn_of(snapshot, review)
+        if in_turn and snapshot.interrupts:
+            graph.invoke(Command(resume=review.response()), config)
             break
-        if snapshot.values.get("review_id") != review.id or "approval" not in snapshot.next:
+        if in_turn and not snapshot.next:
+            break
+        if recovering:
+            if in_turn:
+                graph.invoke(None, config)
             break
         if time.monotonic() > deadline:
             return  # not marked resumed: once the lease expires, resume_decided tries again
@@ -137,14 +176,22 @@ def resume_decided(
     resumed = []
     for review in reviews.unresumed(thread_id=thread_id, stale_after=stale_after):
         if reviews.claim_resume(review.id, stale_after=stale_after):
-            _resume(graph, reviews, review)
+            _resume(graph, reviews, review, recovering=True)
             resumed.append(review.id)
     return resumed
 
 
 def poll_review(graph: CompiledStateGraph, reviews: ReviewQueue, thread_id: str) -> dict[str, Any] | None:
-    """The thread's turn once its review's decision has landed (resuming it if its decider died), else None."""
+    """The thread's turn once its review's decision has landed (resuming it if its decider died), else None.
+
+    A decided review has landed only once its decider marked it resumed: until then the resumed run may still be
+    writing the answer.
+    """
     resume_decided(graph, reviews, thread_id=thread_id)
-    if waiting_review(graph, thread_id) is not None:
+    snapshot = graph.get_state(thread_config(thread_id))
+    if snapshot.interrupts:
         return None
+    review_id = snapshot.values.get("review_id")
+    if snapshot.next and review_id is not None and reviews.get(review_id).resumed_at is None:
+        return None  # the decider's resumed run is under way
     return turn_result(graph, thread_id)

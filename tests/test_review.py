@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,9 +28,10 @@ from langgraph.types import Command
 
 from agent import Settings, build_agent
 from agent.graph import CompiledStateGraph
+from agent.nodes import request_review
 from agent.review import Decision, review_flags
 from agent.services import Services
-from agent.turns import ReviewPending, ask, resume_decided, thread_config
+from agent.turns import ReviewPending, ask, decide, poll_review, resume_decided, run_in_progress, thread_config
 from loaders.ingest import file_units, ingest
 from rails import Guard
 
@@ -136,6 +138,64 @@ def test_a_decision_whose_decider_died_is_resumed_once(reviewed: tuple[CompiledS
     values = graph.get_state(thread_config("crash-thread")).values
     assert values["answer"] == "Bangor [1]." and [m.text for m in values["messages"][1:]] == ["Bangor [1]."]
     assert [entry.action for entry in services.reviews.log(review_id=review.id)] == ["submitted", "edited"]
+
+
+def test_a_reviewed_answer_lands_before_the_thread_takes_a_new_question(
+    reviewed: tuple[CompiledStateGraph, Services],
+) -> None:
+    graph, services = reviewed
+    thread, config = "resuming-thread", thread_config("resuming-thread")
+    review = services.reviews.get(ask(graph, BORN, thread_id="resuming-thread")["review_id"])
+    decided = services.reviews.decide(review.id, Decision("edited", "Bangor [1].", None), reviewer="ana")
+    # The decider's resumed run, caught between two nodes: the interrupt is gone, the answer is not written yet.
+    graph.invoke(Command(resume=decided.response()), config, interrupt_after=["approval"])
+    assert not graph.get_state(config).interrupts and run_in_progress(graph, thread)
+    assert poll_review(graph, services.reviews, thread) is None, "the answer has not landed yet"
+
+    def finish_resume() -> None:
+        time.sleep(0.5)
+        graph.invoke(None, config)
+        services.reviews.mark_resumed(review.id)
+
+    decider = threading.Thread(target=finish_resume)
+    decider.start()
+    # A question asked meanwhile waits for the resumed run instead of running beside it.
+    follow_up = ask(graph, "How many caps did Iwan Roberts win?", thread_id=thread)
+    decider.join()
+    assert follow_up["status"] == "pending_review"
+    messages = graph.get_state(config).values["messages"]
+    assert [type(m) for m in messages] == [HumanMessage, AIMessage, HumanMessage]
+    assert messages[1].text == "Bangor [1]."
+    assert poll_review(graph, services.reviews, thread) is None, "the follow-up waits for its own review"
+
+
+def test_a_decider_ahead_of_the_threads_checkpoint_waits_for_the_thread(
+    reviewed: tuple[CompiledStateGraph, Services],
+) -> None:
+    graph, services = reviewed
+    thread, config = "lagging-thread", thread_config("lagging-thread")
+    graph.invoke({"messages": [HumanMessage(BORN)]}, config, interrupt_before=["request_review"])
+    # request_review commits the queue's row before its checkpoint is saved (in the background): a reviewer can
+    # decide while the thread's latest checkpoint still says nothing of the review.
+    state = graph.get_state(config).values
+    review_id = request_review(state, {"configurable": {"thread_id": thread, "services": services}})["review_id"]
+
+    def approve() -> None:
+        decide(graph, services.reviews, review_id, {"type": "accept", "args": None}, reviewer="ana")
+
+    decider = threading.Thread(target=approve)
+    decider.start()
+    time.sleep(0.5)
+    assert services.reviews.get(review_id).status == "approved"
+    assert services.reviews.get(review_id).resumed_at is None, "marked resumed before the thread took the decision"
+
+    graph.invoke(None, config)  # the thread's run goes on: approval reads the recorded decision, no interrupt
+    decider.join()
+    assert services.reviews.get(review_id).resumed_at is not None
+    snapshot = graph.get_state(config)
+    assert not snapshot.interrupts and not snapshot.next
+    assert [type(m) for m in snapshot.values["messages"]] == [HumanMessage, AIMessage]
+    assert "Bangor" in snapshot.values["answer"]
 
 
 def test_audit_log_is_append_only(reviewed: tuple[CompiledStateGraph, Services]) -> None:
