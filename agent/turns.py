@@ -41,13 +41,14 @@ def waiting_review(graph: CompiledStateGraph, thread_id: str) -> str | None:
 
 
 def run_in_progress(graph: CompiledStateGraph, thread_id: str) -> bool:
-    """Whether a run is under way on the thread: it has nodes left to run and is not paused on an interrupt.
+    """Whether a run is under way on the thread: it has tasks left and is not paused on an interrupt.
 
     A reviewer's resume is such a run: the interrupt is gone as soon as the decision is written, but the answer
-    lands only when the resumed nodes finish.
+    lands only when the resumed nodes finish. ``tasks``, not ``next``: a step whose tasks finished but whose
+    checkpoint is not saved yet has an empty ``next`` (finished tasks leave it) and its tasks still listed.
     """
     snapshot = graph.get_state(thread_config(thread_id))
-    return bool(snapshot.next) and not snapshot.interrupts
+    return bool(snapshot.tasks) and not snapshot.interrupts
 
 
 def _wait_for_run(graph: CompiledStateGraph, thread_id: str) -> None:
@@ -130,7 +131,7 @@ def _resume(graph: CompiledStateGraph, reviews: ReviewQueue, review: Review, *, 
         if in_turn and snapshot.interrupts:
             graph.invoke(Command(resume=review.response()), config)
             break
-        if in_turn and not snapshot.next:
+        if in_turn and not snapshot.tasks:
             break
         if recovering:
             if in_turn:
@@ -192,6 +193,6 @@ def poll_review(graph: CompiledStateGraph, reviews: ReviewQueue, thread_id: str)
     if snapshot.interrupts:
         return None
     review_id = snapshot.values.get("review_id")
-    if snapshot.next and review_id is not None and reviews.get(review_id).resumed_at is None:
+    if snapshot.tasks and review_id is not None and reviews.get(review_id).resumed_at is None:
         return None  # the decider's resumed run is under way
     return turn_result(graph, thread_id)

@@ -176,9 +176,9 @@ async def converse(
         conversation.asked.append(question)
         turn += 1
         decided_at = None
-        # Until the resumed run ends (no node left to run), the reviewed answer has not landed: asking now would
-        # start a second run on the thread beside the reviewer's.
-        while conversation.reviewed and (snapshot := await graph.aget_state(config)).next:
+        # Until the resumed run ends (no task left, see ``run_in_progress``), the reviewed answer has not landed:
+        # asking now would start a second run on the thread beside the reviewer's.
+        while conversation.reviewed and (snapshot := await graph.aget_state(config)).tasks:
             review = await asyncio.to_thread(reviews.get, snapshot.values["review_id"])
             if decided_at is None and review.status != "pending":
                 decided_at = time.monotonic()

@@ -193,7 +193,7 @@ def test_a_decider_ahead_of_the_threads_checkpoint_waits_for_the_thread(
     decider.join()
     assert services.reviews.get(review_id).resumed_at is not None
     snapshot = graph.get_state(config)
-    assert not snapshot.interrupts and not snapshot.next
+    assert not snapshot.interrupts and not snapshot.tasks
     assert [type(m) for m in snapshot.values["messages"]] == [HumanMessage, AIMessage]
     assert "Bangor" in snapshot.values["answer"]
 
