@@ -1,7 +1,7 @@
 """The one SQLite file behind railgraph: connections and every schema migration, in one place.
 
-Chunks, vectors (sqlite-vec), full text (FTS5), the ingest records, the review queue and the audit columns live
-here; LangGraph's checkpointer adds its own tables to the same file.
+Chunks, vectors (with sqlite-vec's functions), full text (FTS5), the ingest records, the review queue and the audit
+columns live here; LangGraph's checkpointer adds its own tables to the same file.
 """
 
 from __future__ import annotations
@@ -108,6 +108,11 @@ MIGRATIONS: list[str] = [
         BEGIN SELECT RAISE(ABORT, 'review_audit is append-only'); END;
     CREATE TRIGGER review_audit_no_delete BEFORE DELETE ON review_audit
         BEGIN SELECT RAISE(ABORT, 'review_audit is append-only'); END;
+    """,
+    # chunks_quantized holds every float vector (and its sign bits) that search reads: vec0's copy was written on
+    # every ingest and never read, a third of an ingest's own write time and 1.5 KB per chunk.
+    """
+    DROP TABLE chunks_vec;
     """,
 ]
 

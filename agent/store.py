@@ -329,10 +329,10 @@ class ChunkStore(HybridSearchStore[int]):
             )
         with self.db.transaction() as conn:
             self._delete_ids(conn, ids)
-            for chunk_id, text, metadata, vector in zip(ids, texts, metadatas, vectors, strict=True):
-                cursor = conn.execute(
-                    "INSERT INTO chunks (id, doc_id, source, page, start_index, end_index, title, content, metadata)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            conn.executemany(
+                "INSERT INTO chunks (id, doc_id, source, page, start_index, end_index, title, content, metadata)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
                     (
                         chunk_id,
                         metadata.get("doc_id") or metadata.get("source") or chunk_id,
@@ -343,38 +343,47 @@ class ChunkStore(HybridSearchStore[int]):
                         metadata.get("title"),
                         text,
                         json.dumps(metadata, default=str),
-                    ),
-                )
-                rowid = cursor.lastrowid
-                blob = np.asarray(vector, dtype=np.float32).tobytes()
-                conn.execute("INSERT INTO chunks_vec (rowid, embedding) VALUES (?, ?)", (rowid, blob))
-                conn.execute(
-                    "INSERT INTO chunks_quantized (rowid, bits, embedding) VALUES (?, vec_quantize_binary(?), ?)",
-                    (rowid, blob, blob),
-                )
-                conn.execute(
-                    "INSERT INTO chunks_fts (rowid, title, content) VALUES (?, ?, ?)",
-                    (rowid, metadata.get("title") or "", text),
-                )
+                    )
+                    for chunk_id, text, metadata in zip(ids, texts, metadatas, strict=True)
+                ],
+            )
+            rowids = dict(self._rowids(conn, ids))
+            blobs = [np.asarray(vector, dtype=np.float32).tobytes() for vector in vectors]
+            conn.executemany(
+                "INSERT INTO chunks_quantized (rowid, bits, embedding) VALUES (?, vec_quantize_binary(?), ?)",
+                [(rowids[chunk_id], blob, blob) for chunk_id, blob in zip(ids, blobs, strict=True)],
+            )
+            conn.executemany(
+                "INSERT INTO chunks_fts (rowid, title, content) VALUES (?, ?, ?)",
+                [
+                    (rowids[chunk_id], metadata.get("title") or "", text)
+                    for chunk_id, text, metadata in zip(ids, texts, metadatas, strict=True)
+                ],
+            )
         return ids
 
     @staticmethod
+    def _rowids(conn: Any, ids: Sequence[str]) -> list[tuple[str, int]]:
+        """(id, rowid) of the stored chunks among ``ids``, a few hundred ids per query (SQLite's variable limit)."""
+        found = []
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            found += conn.execute(f"SELECT id, rowid FROM chunks WHERE id IN ({marks})", tuple(batch)).fetchall()
+        return found
+
+    @staticmethod
     def _delete_ids(conn: Any, ids: Sequence[str]) -> int:
-        deleted = 0
-        for chunk_id in ids:
-            row = conn.execute("SELECT rowid FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
-            if row is None:
-                continue
-            for table in ("chunks_vec", "chunks_quantized", "chunks_fts", "chunks"):
-                conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (row[0],))
-            deleted += 1
-        return deleted
+        rowids = [(rowid,) for _, rowid in ChunkStore._rowids(conn, ids)]
+        for table in ("chunks_quantized", "chunks_fts", "chunks"):
+            conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", rowids)
+        return len(rowids)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
         """Delete chunks by id (all chunks when ``ids`` is None)."""
         with self.db.transaction() as conn:
             if ids is None:
-                for table in ("chunks_vec", "chunks_quantized", "chunks_fts", "chunks"):
+                for table in ("chunks_quantized", "chunks_fts", "chunks"):
                     conn.execute(f"DELETE FROM {table}")
             else:
                 self._delete_ids(conn, ids)

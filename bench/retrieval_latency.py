@@ -4,8 +4,9 @@
 
 Both stores get the same chunks: the 3,200 mini-Wikipedia passages repeated, each copy with its passage's
 MiniLM vector plus Gaussian noise (renormalised), so 100k vectors cost one embedding pass over 3,200 texts.
-Rows go in by bulk paths (SQLite: straight into the ``chunks``/``chunks_vec``/``chunks_quantized``/``chunks_fts``
-tables of a ``Database``; Postgres: ``COPY`` with the indexes built afterwards), bypassing the embedding model.
+Rows go in by bulk paths (SQLite: straight into the ``chunks``/``chunks_quantized``/``chunks_fts`` tables of a
+``Database``, and a vec0 table ``exact_vec`` the bench adds as the exact baseline; Postgres: ``COPY`` with the
+indexes built afterwards), bypassing the embedding model.
 
 Each store's own ``search`` is timed for ~200 real questions, with an ``Embeddings`` that returns the
 question's precomputed vector, so the numbers are the SQL and Python of search, not the model. Prints p50/p95
@@ -37,7 +38,7 @@ from langchain_core.embeddings import Embeddings
 from tqdm import tqdm
 
 from agent.db import Database
-from agent.embeddings import default_embeddings
+from agent.embeddings import EMBEDDING_DIM, default_embeddings
 from agent.pgstore import TEXT_INDEX, VECTOR_INDEX, PgChunkStore, schema_sql, vector_literal
 from agent.store import ChunkStore, SearchOptions, fts_query
 
@@ -108,7 +109,12 @@ def synthetic_chunks(
 
 
 def load_sqlite(db: Database, rows: list[dict], vectors: np.ndarray) -> None:
-    """Bulk insert into the four tables ``ChunkStore.add_texts`` writes, one transaction per batch."""
+    """Bulk insert into the tables ``ChunkStore.add_texts`` writes, one transaction per batch, and into a vec0 table
+    for the exact KNN baseline (railgraph's schema has none: search never read its vec0 copy)."""
+    with db.transaction() as conn:
+        conn.execute(
+            f"CREATE VIRTUAL TABLE exact_vec USING vec0(embedding float[{EMBEDDING_DIM}] distance_metric=cosine)"
+        )
     for start in tqdm(range(0, len(rows), BATCH), desc="sqlite load", unit="batch"):
         batch = range(start, min(start + BATCH, len(rows)))
         with db.transaction() as conn:
@@ -120,7 +126,7 @@ def load_sqlite(db: Database, rows: list[dict], vectors: np.ndarray) -> None:
                 ],
             )
             conn.executemany(
-                "INSERT INTO chunks_vec (rowid, embedding) VALUES (?, ?)",
+                "INSERT INTO exact_vec (rowid, embedding) VALUES (?, ?)",
                 [(i + 1, vectors[i].tobytes()) for i in batch],
             )
             conn.executemany(
@@ -269,7 +275,7 @@ def main() -> None:
             return list(sqlite_store._vector_hits(query, depth, "1", []))
 
         def exact(query: str) -> list[int]:
-            sql = "SELECT rowid FROM chunks_vec WHERE embedding MATCH ? AND k = ? ORDER BY distance"
+            sql = "SELECT rowid FROM exact_vec WHERE embedding MATCH ? AND k = ? ORDER BY distance"
             return [row[0] for row in db.query(sql, (embeddings.vectors[query].tobytes(), depth))]
 
         def keyword(query: str) -> list[int]:

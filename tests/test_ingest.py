@@ -73,7 +73,7 @@ def chunk_set(db: Database) -> Counter[tuple[str, str, int]]:
 def assert_tables_in_step(db: Database) -> None:
     """Every chunk has exactly one vector, one full-text row and one ingest record, and nothing else has any."""
     rowids = {row[0] for row in db.query("SELECT rowid FROM chunks")}
-    assert {row[0] for row in db.query("SELECT rowid FROM chunks_vec")} == rowids
+    assert {row[0] for row in db.query("SELECT rowid FROM chunks_quantized")} == rowids
     assert {row[0] for row in db.query("SELECT rowid FROM chunks_fts")} == rowids
     ids = [row[0] for row in db.query("SELECT id FROM chunks")]
     assert sorted(ids) == sorted(row[0] for row in db.query("SELECT key FROM ingest_records"))

@@ -114,11 +114,11 @@ def xquad(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[
 
 
 def exact_nearest(store: ChunkStore, query: str, k: int) -> list[tuple[str, float]]:
-    """Ids and cosine distances of the ``k`` nearest chunks by vec0's exact KNN over every float vector."""
+    """Ids and cosine distances of the ``k`` nearest chunks, by a full scan of every float vector."""
     vector = np.asarray(store.embeddings.embed_query(query), dtype=np.float32).tobytes()
     rows = store.db.query(
-        "SELECT c.id, knn.distance FROM (SELECT rowid, distance FROM chunks_vec WHERE embedding MATCH ? AND k = ?)"
-        " AS knn JOIN chunks c ON c.rowid = knn.rowid ORDER BY knn.distance",
+        "SELECT c.id, vec_distance_cosine(q.embedding, ?) AS distance FROM chunks_quantized q"
+        " JOIN chunks c ON c.rowid = q.rowid ORDER BY distance LIMIT ?",
         (vector, k),
     )
     return [(row[0], row[1]) for row in rows]
@@ -154,7 +154,7 @@ def test_quantised_vector_search_finds_what_exact_search_finds(
 
 def table_counts(db: Database) -> dict[str, int]:
     """Rows in each table that holds one row per chunk."""
-    tables = ("chunks", "chunks_vec", "chunks_quantized", "chunks_fts")
+    tables = ("chunks", "chunks_quantized", "chunks_fts")
     return {table: db.query(f"SELECT count(*) FROM {table}")[0][0] for table in tables}
 
 
