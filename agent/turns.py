@@ -45,10 +45,11 @@ def run_in_progress(graph: CompiledStateGraph, thread_id: str) -> bool:
 
     A reviewer's resume is such a run: the interrupt is gone as soon as the decision is written, but the answer
     lands only when the resumed nodes finish. ``tasks``, not ``next``: a step whose tasks finished but whose
-    checkpoint is not saved yet has an empty ``next`` (finished tasks leave it) and its tasks still listed.
+    checkpoint is not saved yet has an empty ``next`` (finished tasks leave it) and its tasks still listed. A run
+    that failed (a task holding an error, e.g. an unreachable model) is over.
     """
     snapshot = graph.get_state(thread_config(thread_id))
-    return bool(snapshot.tasks) and not snapshot.interrupts
+    return bool(snapshot.tasks) and not snapshot.interrupts and not any(task.error for task in snapshot.tasks)
 
 
 def _wait_for_run(graph: CompiledStateGraph, thread_id: str) -> None:
