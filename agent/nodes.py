@@ -74,6 +74,9 @@ def input_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     turn["rails"] = list(outcome.verdicts)
     if outcome.blocked:
         return turn | {"status": "blocked", "refusal_policy": outcome.policy or "acceptable use"}
+    if outcome.reply:
+        # A dialog rail took the message: its canned answer, or (hand-off) what the user sees while a person answers.
+        return turn | {"answer": outcome.reply}
     if outcome.text != question:
         # Same id: add_messages replaces the user's message instead of appending a second one.
         turn["messages"] = [HumanMessage(outcome.text, id=message.id)]
@@ -348,8 +351,14 @@ def refuse(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     return {"answer": answer, "messages": [AIMessage(answer)]}
 
 
-def route_after_input(state: AgentState) -> Literal["remember", "refuse"]:
-    return "refuse" if state["status"] == "blocked" else "remember"
+def route_after_input(state: AgentState) -> Literal["remember", "refuse", "respond", "request_review"]:
+    """Blocked questions are refused; a user asking for a person goes to the review queue (whatever
+    RAILGRAPH_APPROVAL says); a canned response is sent as it is."""
+    if state["status"] == "blocked":
+        return "refuse"
+    if any(verdict["verdict"] == "handoff" for verdict in state["rails"]):
+        return "request_review"
+    return "respond" if state.get("answer") else "remember"
 
 
 def route_after_remember(state: AgentState) -> Literal["rewrite_query", "respond"]:

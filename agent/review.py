@@ -26,6 +26,8 @@ RESUME_LEASE = timedelta(seconds=60)
 AGENT_ACTOR = "agent"
 # The flag of a draft whose retrieval found nothing, or nothing scoring RAILGRAPH_REVIEW_MIN_SCORE.
 LOW_CONFIDENCE = "low_confidence"
+# The user asked to talk to a person (the "human handoff" input rail): there is no draft, a reviewer answers.
+HANDOFF = "handoff"
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -68,10 +70,13 @@ def review_flags(
 ) -> list[str]:
     """Why a draft needs a reviewer under the ``flagged`` policy; empty when it does not.
 
-    ``rail:<name>`` for each rail that flagged it (e.g. the grounding rail's unsupported sentences; a ``modify``,
+    ``handoff`` alone when the user asked for a person (the human hand-off rail); else ``rail:<name>`` for each rail
+    that flagged it (e.g. the grounding rail's unsupported sentences; a ``modify``,
     such as masked personal data, is not a flag), ``low_confidence`` when retrieval found nothing or nothing
     scoring ``min_score``, ``topic:<topic>`` for each review topic the question names (whole words, any case).
     """
+    if any(verdict["verdict"] == "handoff" for verdict in rails):
+        return [HANDOFF]
     flags = [f"rail:{verdict['rail']}" for verdict in rails if verdict["verdict"] == "flag"]
     if not sources or max(source["score"] for source in sources) < min_score:
         flags.append(LOW_CONFIDENCE)

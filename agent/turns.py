@@ -70,7 +70,8 @@ def turn_result(graph: CompiledStateGraph, thread_id: str) -> dict[str, Any]:
     pending = bool(snapshot.interrupts)
     return {
         "status": "pending_review" if pending else values.get("status", "answered"),
-        "answer": WAITING if pending else values.get("answer", ""),
+        # A hand-off has its own message for the wait (the rail's reply); other reviews say WAITING.
+        "answer": (values.get("answer") or WAITING) if pending else values.get("answer", ""),
         "sources": [
             {key: source[key] for key in ("n", "doc_id", "source", "page", "quote")}
             for source in values.get("sources", [])

@@ -37,8 +37,8 @@ def _settings(config: RailsConfig, key: str) -> dict[str, Any]:
     return value
 
 
-def _outcome(finding: checks.Finding) -> RailOutcome:
-    metadata: dict[str, Any] = {"score": finding.score}
+def _outcome(finding: checks.Finding, **extra: Any) -> RailOutcome:
+    metadata: dict[str, Any] = {"score": finding.score, **extra}
     if finding.spans:
         # An allowed outcome with spans is a flag (rails.guard reads it so): the text passes, the caller decides.
         metadata["spans"] = list(finding.spans)
@@ -63,20 +63,62 @@ async def prompt_attack_classifier(text: str, config: RailsConfig) -> RailOutcom
     return _outcome(checks.check_prompt_attack(text or "", models_dir, None if threshold is None else float(threshold)))
 
 
+def _topic_finding(text: str, settings: dict[str, Any], topics: dict[str, list[str]]) -> checks.Finding:
+    return checks.check_topics(
+        text or "",
+        topics,
+        [str(example) for example in settings.get("allowed") or []],
+        min_similarity=float(settings.get("min_similarity", 0.5)),
+        margin=float(settings.get("margin", 0.1)),
+    )
+
+
+def _examples(listed: Any) -> list[str]:
+    return [str(example) for example in listed or []]
+
+
 @action(name="political_opinion_check", is_system_action=True)
 async def political_opinion_check(text: str, config: RailsConfig) -> RailOutcome:
     """Compare the prompt with the example utterances under ``political_opinions`` in config.yml."""
     settings = _settings(config, "political_opinions")
     examples = settings.get("examples") or {}
-    return _outcome(
-        checks.check_political_opinion(
-            text or "",
-            opinion_examples=list(examples.get("opinion") or []),
-            factual_examples=list(examples.get("factual") or []),
-            min_similarity=float(settings.get("min_similarity", 0.5)),
-            margin=float(settings.get("margin", 0.1)),
-        )
+    allowed = {"allowed": examples.get("factual")} | settings
+    return _outcome(_topic_finding(text, allowed, {"political opinion": _examples(examples.get("opinion"))}))
+
+
+@action(name="off_limits_topic_check", is_system_action=True)
+async def off_limits_topic_check(text: str, config: RailsConfig) -> RailOutcome:
+    """Refuse prompts near the examples of a topic under ``off_limits_topics.topics`` in config.yml."""
+    settings = _settings(config, "off_limits_topics")
+    topics = {str(name): _examples(listed) for name, listed in (settings.get("topics") or {}).items()}
+    finding = _topic_finding(text, settings, topics)
+    return _outcome(finding, topic=finding.label)
+
+
+@action(name="canned_response_check", is_system_action=True)
+async def canned_response_check(text: str, config: RailsConfig) -> RailOutcome:
+    """Answer prompts near the examples of an entry under ``canned_responses.responses`` with its ``response``.
+
+    A match stops the input rails like a block; its ``reply`` metadata tells ``rails.Guard`` it is an answer.
+    """
+    settings = _settings(config, "canned_responses")
+    responses = settings.get("responses") or {}
+    finding = _topic_finding(
+        text, settings, {str(name): _examples(entry.get("examples")) for name, entry in responses.items()}
     )
+    if finding.label is None:
+        return _outcome(finding)
+    return _outcome(finding, reply=str(responses[finding.label]["response"]).strip())
+
+
+@action(name="human_handoff_check", is_system_action=True)
+async def human_handoff_check(text: str, config: RailsConfig) -> RailOutcome:
+    """Hand prompts near the examples under ``human_handoff`` to a person: the graph queues them for a reviewer."""
+    settings = _settings(config, "human_handoff")
+    finding = _topic_finding(text, settings, {"talk to a human": _examples(settings.get("examples"))})
+    if not finding.blocked:
+        return _outcome(finding)
+    return _outcome(finding, handoff=True, reply=str(settings.get("reply", "")).strip())
 
 
 @action(name="citation_check", is_system_action=True)

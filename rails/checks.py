@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +35,8 @@ class Finding:
     score: float | None = None
     spans: tuple[str, ...] = ()
     """Parts of the checked text the check cannot vouch for (exact substrings); non-empty means "flag"."""
+    label: str | None = None
+    """For the topic checks: the topic (or canned response) the text matched."""
 
 
 def normalise(text: str) -> str:
@@ -167,31 +169,35 @@ def check_chunk_injection(
     return findings
 
 
-# --- political opinions -------------------------------------------------------------------------
+# --- topics: political opinions, off-limits topics, canned responses, hand-off -------------------
 
 
-def check_political_opinion(
+def check_topics(
     text: str,
-    opinion_examples: Sequence[str],
-    factual_examples: Sequence[str],
+    topics: Mapping[str, Sequence[str]],
+    allowed: Sequence[str],
+    *,
     min_similarity: float,
     margin: float,
 ) -> Finding:
     """Nearest-example test on MiniLM embeddings of the prompt (its first window).
 
-    Blocks when the prompt is at least ``min_similarity`` (cosine) from some request for a political
-    opinion and closer to it, by ``margin``, than to any factual question.
+    Matches (``blocked``, with the topic as ``label``) when the prompt is at least ``min_similarity`` (cosine) from
+    some example of a topic and closer to it, by ``margin``, than to every ``allowed`` example (questions that look
+    alike but must pass). The embeddings of the prompt and of the examples are cached, so the rails of one turn
+    embed the prompt once.
     """
-    if not opinion_examples:
-        return Finding(False, "no opinion examples configured")
+    examples = [(topic, example) for topic, listed in topics.items() for example in listed]
+    if not examples:
+        return Finding(False, "no examples configured")
     prompt = window_embedding(split_windows(text)[0])
-    opinion = example_embeddings(tuple(opinion_examples)) @ prompt
-    factual = example_embeddings(tuple(factual_examples)) @ prompt if factual_examples else np.zeros(1)
-    best = int(np.argmax(opinion))
-    score, nearest_fact = float(opinion[best]), float(np.max(factual))
-    blocked = score >= min_similarity and score - nearest_fact >= margin
-    detail = f"similarity {score:.2f} to {opinion_examples[best]!r}, {nearest_fact:.2f} to a factual question"
-    return Finding(blocked, detail, score)
+    similarity = example_embeddings(tuple(example for _, example in examples)) @ prompt
+    nearest_allowed = float(np.max(example_embeddings(tuple(allowed)) @ prompt)) if allowed else 0.0
+    best = int(np.argmax(similarity))
+    (topic, example), score = examples[best], float(similarity[best])
+    matched = score >= min_similarity and score - nearest_allowed >= margin
+    detail = f"similarity {score:.2f} to {example!r} ({topic}), {nearest_allowed:.2f} to an allowed example"
+    return Finding(matched, detail, score, label=topic if matched else None)
 
 
 # --- citations and grounding ----------------------------------------------------------------------

@@ -38,6 +38,9 @@ _ACTIONS = {
     "yara prompt injection": "yara_prompt_injection",
     "prompt attack": "prompt_attack_classifier",
     "political opinions": "political_opinion_check",
+    "off limits topics": "off_limits_topic_check",
+    "human handoff": "human_handoff_check",
+    "canned responses": "canned_response_check",
     "citations": "citation_check",
     "pii input": "pii_check",
     "pii output": "pii_check",
@@ -57,14 +60,18 @@ class RailVerdict(TypedDict):
 
     rail: str
     """The rail (its flow name), e.g. ``"prompt attack"``, ``"citations"``."""
-    verdict: Literal["pass", "block", "modify", "flag"]
+    verdict: Literal["pass", "block", "modify", "flag", "respond", "handoff"]
     """``flag``: the text passed, but the rail names parts of it (``spans``) that it cannot vouch for,
-    e.g. answer sentences its sources do not support; the graph's policy decides what to do with them."""
+    e.g. answer sentences its sources do not support; the graph's policy decides what to do with them.
+    ``respond``: a dialog rail answers the message itself (``reply``, a canned response); ``handoff``: the user asks
+    for a person, and the graph queues the message for a reviewer."""
     detail: str
     """A short human-readable reason, e.g. ``"score 0.97 >= 0.88"``."""
     score: float | None
     spans: NotRequired[list[str]]
     """With ``flag``: the flagged parts, exact substrings of the checked text."""
+    reply: NotRequired[str]
+    """With ``respond`` and ``handoff``: what to tell the user."""
 
 
 @dataclass
@@ -80,6 +87,10 @@ class RailsOutcome:
     """When blocked: the user-facing name of the policy, e.g. ``"prompt attacks"``."""
     message: str = field(default="", repr=False)
     """When blocked: the refusal the rails config words for it (the ``bot refuse ...`` message)."""
+    reply: str = ""
+    """When a dialog rail answered (``respond``) or handed the message to a person (``handoff``): the answer."""
+    handoff: bool = False
+    """The user asked for a person: the message goes to the review queue instead of being answered."""
 
 
 @dataclass
@@ -261,6 +272,15 @@ class Guard:
             message = reply.get("content") if isinstance(reply.get("content"), str) else ""
             policy = self._policies.get(blocker, DEFAULT_POLICY)
             return RailsOutcome(blocked=True, text="", verdicts=verdicts, policy=policy, message=message or "")
+        dialog = next((v for v in verdicts if v["verdict"] in ("respond", "handoff")), None)
+        if dialog is not None:
+            return RailsOutcome(
+                blocked=False,
+                text=text,
+                verdicts=verdicts,
+                reply=dialog.get("reply", ""),
+                handoff=dialog["verdict"] == "handoff",
+            )
         content = reply.get("content")
         passed = content if isinstance(content, str) else text
         if passed != text and any(v["rail"] in _PII_FLOWS and v["verdict"] == "modify" for v in verdicts):
@@ -415,8 +435,12 @@ def _verdict(rail: ActivatedRail) -> RailVerdict:
         detail = "matched " + ", ".join(detections) if detections else "no rule matched"
     if not detail and outcome is not None:
         detail = f"decision: {getattr(outcome.decision, 'value', outcome.decision)}"
-    if rail.stop:
-        verdict: Literal["pass", "block", "modify", "flag"] = "block"
+    if rail.stop and "reply" in metadata and getattr(outcome, "is_blocked", False):
+        verdict: Literal["pass", "block", "modify", "flag", "respond", "handoff"] = (
+            "handoff" if metadata.get("handoff") else "respond"
+        )
+    elif rail.stop:
+        verdict = "block"
         if outcome is None or not getattr(outcome, "is_blocked", False):
             # NeMo turns an action that raised into "internal error" and stops: fail closed.
             detail = detail or "the rail failed (internal error, see the log)"
@@ -435,4 +459,6 @@ def _verdict(rail: ActivatedRail) -> RailVerdict:
     )
     if verdict == "flag":
         result["spans"] = [str(span) for span in metadata["spans"]]
+    if verdict in ("respond", "handoff"):
+        result["reply"] = str(metadata["reply"])
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -102,3 +103,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield server.get_uri(name)
     with psycopg.connect(server.get_uri(), autocommit=True) as admin:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def copy_rails_config(tmp_path: Path) -> Path:
+    """A copy of the packaged rails config folder (config.yml, .co files, models, YARA rules, actions.py) to edit."""
+    from rails import DEFAULT_CONFIG_DIR
+
+    folder = tmp_path / "rails"
+    shutil.copytree(DEFAULT_CONFIG_DIR, folder, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    shutil.copy(DEFAULT_CONFIG_DIR / "actions.py", folder / "actions.py")
+    return folder

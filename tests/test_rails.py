@@ -7,7 +7,6 @@ import csv
 import hashlib
 import json
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -16,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_rails_config
 
-from rails import DEFAULT_CONFIG_DIR, Guard, GuardConfigError, RailsOutcome
+from rails import Guard, GuardConfigError, RailsOutcome
 from rails.checks import check_prompt_attack, cited_numbers
 from rails.prompt_attack import METADATA_FILE, MODELS_DIR, STRIDE_CHARS, WINDOW_CHARS, PromptAttackModel, split_windows
 
@@ -35,7 +35,15 @@ BENIGN_PARAGRAPH = (
     "The quarterly report describes revenue growth across the northern and southern regions, the cost "
     "of new warehouses, and the hiring plan for the next financial year. "
 )
-INPUT_RAILS = ["yara prompt injection", "prompt attack", "political opinions", "pii input"]
+INPUT_RAILS = [
+    "yara prompt injection",
+    "prompt attack",
+    "political opinions",
+    "off limits topics",
+    "pii input",
+    "human handoff",
+    "canned responses",
+]
 OUTPUT_RAILS = ["citations", "injection detection", "pii output"]
 SOURCES = [
     "Norwich City F.C. was founded in 1902.",
@@ -311,30 +319,23 @@ def test_missing_config_folder_is_a_clear_error(tmp_path: Path) -> None:
         Guard(tmp_path)
 
 
-def _copy_config(tmp_path: Path) -> Path:
-    folder = tmp_path / "rails"
-    shutil.copytree(DEFAULT_CONFIG_DIR, folder, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    shutil.copy(DEFAULT_CONFIG_DIR / "actions.py", folder / "actions.py")
-    return folder
-
-
 def test_broken_config_is_a_clear_error(tmp_path: Path) -> None:
-    folder = _copy_config(tmp_path)
+    folder = copy_rails_config(tmp_path)
     (folder / "models" / "prompt_attack.npz").unlink()
     with pytest.raises(GuardConfigError, match=r"prompt_attack\.npz is missing: run `railgraph rails train`"):
         Guard(folder)
 
-    folder = _copy_config(tmp_path / "b")
+    folder = copy_rails_config(tmp_path / "b")
     (folder / "yara" / "xss.yara").write_text("rule broken {", encoding="utf-8")
     with pytest.raises(GuardConfigError, match=str(folder)):
         Guard(folder)
 
-    folder = _copy_config(tmp_path / "no-actions")
+    folder = copy_rails_config(tmp_path / "no-actions")
     (folder / "actions.py").unlink()
     with pytest.raises(GuardConfigError, match=r"no action .*copy actions\.py"):
         Guard(folder)
 
-    folder = _copy_config(tmp_path / "c")
+    folder = copy_rails_config(tmp_path / "c")
     config = folder / "config.yml"
     config.write_text(config.read_text(encoding="utf-8").replace("# - self check input", "- self check input"))
     with pytest.raises(GuardConfigError, match=r"self check input.*Guard\(llm=\.\.\.\)"):
@@ -345,7 +346,7 @@ def test_llm_self_check_rail_uses_the_given_chat_model(tmp_path: Path) -> None:
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.messages import AIMessage
 
-    folder = _copy_config(tmp_path)
+    folder = copy_rails_config(tmp_path)
     config = folder / "config.yml"
     config.write_text(config.read_text(encoding="utf-8").replace("# - self check input", "- self check input"))
     chat = GenericFakeChatModel(messages=iter([AIMessage("Yes"), AIMessage("No")]))
