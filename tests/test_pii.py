@@ -128,8 +128,8 @@ def test_question_is_masked_by_the_input_rail(guard: Guard) -> None:
     outcome = guard.check_input(f"My e-mail is {EMAIL}, what does the contract say about termination?")
     assert not outcome.blocked
     assert outcome.text == "My e-mail is <EMAIL_ADDRESS>, what does the contract say about termination?"
-    verdict = outcome.verdicts[-1]
-    assert (verdict["rail"], verdict["verdict"], verdict["detail"]) == ("pii input", "modify", "masked 1 EMAIL_ADDRESS")
+    (verdict,) = [verdict for verdict in outcome.verdicts if verdict["rail"] == "pii input"]
+    assert (verdict["verdict"], verdict["detail"]) == ("modify", "masked 1 EMAIL_ADDRESS")
     assert all(EMAIL not in v["detail"] for v in outcome.verdicts)
 
 
