@@ -95,30 +95,26 @@ async def off_limits_topic_check(text: str, config: RailsConfig) -> RailOutcome:
     return _outcome(finding, topic=finding.label)
 
 
-@action(name="canned_response_check", is_system_action=True)
-async def canned_response_check(text: str, config: RailsConfig) -> RailOutcome:
-    """Answer prompts near the examples of an entry under ``canned_responses.responses`` with its ``response``.
+@action(name="dialog_check", is_system_action=True)
+async def dialog_check(text: str, config: RailsConfig) -> RailOutcome:
+    """The dialog path in one pass: a prompt near the ``human_handoff`` examples goes to a person; one near the
+    examples of an entry under ``canned_responses.responses`` gets its ``response``.
 
-    A match stops the input rails like a block; its ``reply`` metadata tells ``rails.Guard`` it is an answer.
+    A match stops the input rails like a block; its ``reply`` metadata (and ``handoff``) tells ``rails.Guard`` it
+    is an answer, not a refusal.
     """
-    settings = _settings(config, "canned_responses")
-    responses = settings.get("responses") or {}
+    handoff = _settings(config, "human_handoff")
+    asked = _topic_finding(text, handoff, {"talk to a human": _examples(handoff.get("examples"))})
+    if asked.blocked:
+        return _outcome(asked, handoff=True, reply=str(handoff.get("reply", "")).strip())
+    canned = _settings(config, "canned_responses")
+    responses = canned.get("responses") or {}
     finding = _topic_finding(
-        text, settings, {str(name): _examples(entry.get("examples")) for name, entry in responses.items()}
+        text, canned, {str(name): _examples(entry.get("examples")) for name, entry in responses.items()}
     )
     if finding.label is None:
         return _outcome(finding)
     return _outcome(finding, reply=str(responses[finding.label]["response"]).strip())
-
-
-@action(name="human_handoff_check", is_system_action=True)
-async def human_handoff_check(text: str, config: RailsConfig) -> RailOutcome:
-    """Hand prompts near the examples under ``human_handoff`` to a person: the graph queues them for a reviewer."""
-    settings = _settings(config, "human_handoff")
-    finding = _topic_finding(text, settings, {"talk to a human": _examples(settings.get("examples"))})
-    if not finding.blocked:
-        return _outcome(finding)
-    return _outcome(finding, handoff=True, reply=str(settings.get("reply", "")).strip())
 
 
 @action(name="citation_check", is_system_action=True)

@@ -39,10 +39,8 @@ INPUT_RAILS = [
     "yara prompt injection",
     "prompt attack",
     "political opinions",
-    "off limits topics",
     "pii input",
-    "human handoff",
-    "canned responses",
+    "dialog",
 ]
 OUTPUT_RAILS = ["citations", "injection detection", "pii output"]
 SOURCES = [

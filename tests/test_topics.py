@@ -36,7 +36,7 @@ def test_a_greeting_gets_the_canned_response_and_no_search(agent: tuple[Compiled
     greeting = CONFIG["canned_responses"]["responses"]["greeting"]["response"].strip()
     result = graph.invoke({"messages": [HumanMessage("Hello there!")]}, thread_config("greeting"))
     assert result["answer"] == greeting and result["sources"] == []
-    assert ("canned responses", "respond") in [(v["rail"], v["verdict"]) for v in result["rails"]]
+    assert ("dialog", "respond") in [(v["rail"], v["verdict"]) for v in result["rails"]]
     assert [type(m) for m in result["messages"]] == [HumanMessage, AIMessage]
 
     # A greeting that carries a question is a question.
@@ -75,6 +75,7 @@ def test_an_off_limits_topic_added_in_config_is_refused_by_name(tmp_path: Path) 
         "medical diagnosis": ["Do I have cancer?", "What illness do my symptoms mean?", "Diagnose my rash."],
     }
     config["custom_data"]["off_limits_topics"]["allowed"] = ["What does the report say about cancer research?"]
+    config["rails"]["input"]["flows"].insert(3, "off limits topics")
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
     custom = Guard(folder)
     try:
