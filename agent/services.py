@@ -50,6 +50,8 @@ class Services:
     _guard: Guard | None = field(default=None, repr=False)
     _chat: ChatModelChoice | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Apart from _lock: building the guard may resolve the chat model.
+    _chat_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def create(cls, settings: Settings, *, chat: ChatModelChoice | None = None, guard: Guard | None = None) -> Services:
@@ -69,12 +71,13 @@ class Services:
     def guard(self) -> Guard:
         with self._lock:
             if self._guard is None:
-                self._guard = Guard(self.settings.rails_config)
+                # The chat model serves the LLM rails (self check input/output/facts) when config.yml turns them on.
+                self._guard = Guard(self.settings.rails_config, llm_factory=lambda: self.chat.model)
             return self._guard
 
     @property
     def chat(self) -> ChatModelChoice:
-        with self._lock:
+        with self._chat_lock:
             if self._chat is None:
                 self._chat = resolve_chat_model(
                     self.settings.llm,

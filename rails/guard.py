@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_POLICY = "acceptable use"
-_LLM_FLOWS = ("self check input", "self check output")
+_LLM_FLOWS = ("self check input", "self check output", "self check facts")
 # The actions.py actions behind railgraph's own flows.
 _ACTIONS = {
     "yara prompt injection": "yara_prompt_injection",
@@ -114,11 +114,21 @@ class Guard:
     the first check also loads MiniLM (a few seconds), see ``warm_up``.
     """
 
-    def __init__(self, config_dir: Path | str | None = None, *, llm: BaseChatModel | None = None) -> None:
+    def __init__(
+        self,
+        config_dir: Path | str | None = None,
+        *,
+        llm: BaseChatModel | None = None,
+        llm_factory: Callable[[], BaseChatModel | None] | None = None,
+    ) -> None:
+        """``llm_factory`` supplies ``llm`` only when the config enables an LLM rail (so that an agent whose rails need
+        no model never resolves, or probes for, one)."""
         from rails import checks
 
         self.config_dir = Path(config_dir).expanduser().resolve() if config_dir else DEFAULT_CONFIG_DIR
         config = _load_config(self.config_dir)
+        if llm is None and llm_factory is not None and _llm_flows(config):
+            llm = llm_factory()
         _check_config(config, self.config_dir, llm)
         self._rails = _build_rails(config, self.config_dir, llm)
         self._pii = _pii_settings(config, self.config_dir)
@@ -247,7 +257,15 @@ class Guard:
         if not isinstance(answer, str):
             raise TypeError(f"check_output needs the answer as a str, not {type(answer).__name__}")
         messages = [
-            {"role": "context", "content": {"sources": [str(source) for source in sources]}},
+            {
+                "role": "context",
+                # `relevant_chunks` and `check_facts` are what NeMo's `self check facts` rail reads, when enabled.
+                "content": {
+                    "sources": [str(source) for source in sources],
+                    "relevant_chunks": "\n\n".join(str(source) for source in sources),
+                    "check_facts": True,
+                },
+            },
             {"role": "user", "content": question or ""},
             {"role": "assistant", "content": answer},
         ]
@@ -345,17 +363,27 @@ def _load_config(config_dir: Path) -> RailsConfig:
     return config
 
 
+def _flows(config: RailsConfig) -> set[str]:
+    return set(config.rails.input.flows) | set(config.rails.output.flows) | set(config.rails.retrieval.flows)
+
+
+def _llm_flows(config: RailsConfig) -> list[str]:
+    """The enabled rails that call a chat model."""
+    return sorted(_flows(config) & set(_LLM_FLOWS))
+
+
 def _check_config(config: RailsConfig, config_dir: Path, llm: BaseChatModel | None) -> None:
     """Load what the configured rails need now, so a broken file fails here with its name."""
     from rails import checks
 
-    flows = set(config.rails.input.flows) | set(config.rails.output.flows) | set(config.rails.retrieval.flows)
+    flows = _flows(config)
     custom = config.custom_data
-    needs_llm = sorted(flows & set(_LLM_FLOWS))
+    needs_llm = _llm_flows(config)
     if needs_llm and llm is None:
         raise GuardConfigError(
             f"{config_dir / 'config.yml'} enables {', '.join(needs_llm)}, which calls a chat model: "
-            "pass one as Guard(llm=...) or remove those flows"
+            "pass one as Guard(llm=...) (railgraph passes RAILGRAPH_LLM's model: set it to one, e.g. ollama:llama3.2)"
+            " or remove those flows"
         )
     try:
         if "yara prompt injection" in flows:

@@ -359,6 +359,55 @@ def test_llm_self_check_rail_uses_the_given_chat_model(tmp_path: Path) -> None:
     assert not allowed.blocked and _rails(allowed) == [*INPUT_RAILS, "self check input"]
 
 
+def test_fact_check_rail_is_one_line_in_config_and_uses_the_given_chat_model(tmp_path: Path) -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    folder = copy_rails_config(tmp_path)
+    config = folder / "config.yml"
+    config.write_text(config.read_text(encoding="utf-8").replace("# - self check facts", "- self check facts"))
+    # The model is asked whether the sources support everything the answer states: "No" refuses it.
+    chat = GenericFakeChatModel(messages=iter([AIMessage("No"), AIMessage("Yes")]))
+    llm_guard = Guard(folder, llm=chat)
+    answer = "Norwich City F.C. was founded in 1902 [1]."
+    try:
+        refused = llm_guard.check_output("When was the club founded?", answer, SOURCES)
+        allowed = llm_guard.check_output("When was the club founded?", answer, SOURCES)
+    finally:
+        llm_guard.close()
+    assert refused.blocked and refused.verdicts[-1]["rail"] == "self check facts"
+    assert refused.policy == "citing sources"
+    assert not allowed.blocked and _rails(allowed) == [*OUTPUT_RAILS, "self check facts"]
+
+
+def test_the_agents_chat_model_serves_the_llm_rails_a_config_turns_on(tmp_path: Path) -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from agent import Settings
+    from agent.models import ChatModelChoice
+    from agent.services import Services
+
+    folder = copy_rails_config(tmp_path)
+    config = folder / "config.yml"
+    config.write_text(config.read_text(encoding="utf-8").replace("# - self check facts", "- self check facts"))
+    settings = Settings(db=f"sqlite:///{tmp_path / 'railgraph.db'}", rails_config=folder)
+    chat = ChatModelChoice(GenericFakeChatModel(messages=iter([AIMessage("No")])), "fake", "test")
+    services = Services.create(settings, chat=chat)
+    try:
+        outcome = services.guard.check_output("When?", "Norwich City F.C. was founded in 1902 [1].", SOURCES)
+        assert outcome.blocked and outcome.verdicts[-1]["rail"] == "self check facts"
+    finally:
+        services.guard.close()
+        services.close()
+
+    # Without a chat model the agent says which rail needs one and how to give it one.
+    extractive = Services.create(settings, chat=ChatModelChoice(None, "extractive", "test"))
+    with pytest.raises(GuardConfigError, match=r"self check facts.*RAILGRAPH_LLM"):
+        _ = extractive.guard
+    extractive.close()
+
+
 # --- the classifier --------------------------------------------------------------------------------
 
 
