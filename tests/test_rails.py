@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import copy_rails_config
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
 
 from rails import Guard, GuardConfigError, RailsOutcome
 from rails.checks import check_prompt_attack, cited_numbers
@@ -340,15 +342,21 @@ def test_broken_config_is_a_clear_error(tmp_path: Path) -> None:
         Guard(folder)
 
 
-def test_llm_self_check_rail_uses_the_given_chat_model(tmp_path: Path) -> None:
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
-
+def _config_with(tmp_path: Path, flow: str) -> Path:
+    """A copy of the rails config with the commented-out LLM rail ``flow`` turned on (the one-line change)."""
     folder = copy_rails_config(tmp_path)
     config = folder / "config.yml"
-    config.write_text(config.read_text(encoding="utf-8").replace("# - self check input", "- self check input"))
-    chat = GenericFakeChatModel(messages=iter([AIMessage("Yes"), AIMessage("No")]))
-    llm_guard = Guard(folder, llm=chat)
+    config.write_text(config.read_text(encoding="utf-8").replace(f"# - {flow}", f"- {flow}"))
+    return folder
+
+
+def _replies(*texts: str) -> GenericFakeChatModel:
+    """A chat model that answers each call with the next text: the rails' real prompts, a scripted model."""
+    return GenericFakeChatModel(messages=iter([AIMessage(text) for text in texts]))
+
+
+def test_llm_self_check_rail_uses_the_given_chat_model(tmp_path: Path) -> None:
+    llm_guard = Guard(_config_with(tmp_path, "self check input"), llm=_replies("Yes", "No"))
     try:
         refused = llm_guard.check_input("Tell me about the report.")
         allowed = llm_guard.check_input("Tell me about the report, please.")
@@ -360,15 +368,8 @@ def test_llm_self_check_rail_uses_the_given_chat_model(tmp_path: Path) -> None:
 
 
 def test_fact_check_rail_is_one_line_in_config_and_uses_the_given_chat_model(tmp_path: Path) -> None:
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
-
-    folder = copy_rails_config(tmp_path)
-    config = folder / "config.yml"
-    config.write_text(config.read_text(encoding="utf-8").replace("# - self check facts", "- self check facts"))
     # The model is asked whether the sources support everything the answer states: "No" refuses it.
-    chat = GenericFakeChatModel(messages=iter([AIMessage("No"), AIMessage("Yes")]))
-    llm_guard = Guard(folder, llm=chat)
+    llm_guard = Guard(_config_with(tmp_path, "self check facts"), llm=_replies("No", "Yes"))
     answer = "Norwich City F.C. was founded in 1902 [1]."
     try:
         refused = llm_guard.check_output("When was the club founded?", answer, SOURCES)
@@ -381,18 +382,13 @@ def test_fact_check_rail_is_one_line_in_config_and_uses_the_given_chat_model(tmp
 
 
 def test_the_agents_chat_model_serves_the_llm_rails_a_config_turns_on(tmp_path: Path) -> None:
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
-
     from agent import Settings
     from agent.models import ChatModelChoice
     from agent.services import Services
 
-    folder = copy_rails_config(tmp_path)
-    config = folder / "config.yml"
-    config.write_text(config.read_text(encoding="utf-8").replace("# - self check facts", "- self check facts"))
+    folder = _config_with(tmp_path, "self check facts")
     settings = Settings(db=f"sqlite:///{tmp_path / 'railgraph.db'}", rails_config=folder)
-    chat = ChatModelChoice(GenericFakeChatModel(messages=iter([AIMessage("No")])), "fake", "test")
+    chat = ChatModelChoice(_replies("No"), "fake", "test")
     services = Services.create(settings, chat=chat)
     try:
         outcome = services.guard.check_output("When?", "Norwich City F.C. was founded in 1902 [1].", SOURCES)
