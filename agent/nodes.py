@@ -74,13 +74,14 @@ def input_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     turn["rails"] = list(outcome.verdicts)
     if outcome.blocked:
         return turn | {"status": "blocked", "refusal_policy": outcome.policy or "acceptable use"}
-    if outcome.reply:
-        # A dialog rail took the message: its canned answer, or (hand-off) what the user sees while a person answers.
-        return turn | {"answer": outcome.reply}
     if outcome.text != question:
         # Same id: add_messages replaces the user's message instead of appending a second one.
         turn["messages"] = [HumanMessage(outcome.text, id=message.id)]
-    return turn | {"question": outcome.text}
+    turn["question"] = outcome.text
+    if outcome.reply:
+        # A dialog rail took the message: its canned answer, or (hand-off) what the user sees while a person answers.
+        turn["answer"] = outcome.reply
+    return turn
 
 
 def remember(state: AgentState, config: RunnableConfig) -> dict[str, Any]:

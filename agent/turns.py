@@ -48,19 +48,24 @@ def run_in_progress(graph: CompiledStateGraph, thread_id: str) -> bool:
     checkpoint is not saved yet has an empty ``next`` (finished tasks leave it) and its tasks still listed. A run
     that failed (a task holding an error, e.g. an unreachable model) is over.
     """
-    snapshot = graph.get_state(thread_config(thread_id))
+    return _running(graph.get_state(thread_config(thread_id)))
+
+
+def _running(snapshot: StateSnapshot) -> bool:
     return bool(snapshot.tasks) and not snapshot.interrupts and not any(task.error for task in snapshot.tasks)
 
 
-def _wait_for_run(graph: CompiledStateGraph, thread_id: str) -> None:
-    """Wait (at most ``ARRIVAL_SECONDS``) for a run under way on the thread, such as a reviewer's resume, to end.
+def _after_run(graph: CompiledStateGraph, thread_id: str) -> StateSnapshot:
+    """The thread's state once a run under way on it, such as a reviewer's resume, has ended (waiting at most
+    ``ARRIVAL_SECONDS``).
 
     A new run started beside it would interleave its checkpoints with the other's. A thread still busy after the
     wait holds the leftovers of a run whose process died, and the new question goes ahead.
     """
     deadline = time.monotonic() + ARRIVAL_SECONDS
-    while run_in_progress(graph, thread_id) and time.monotonic() < deadline:
+    while _running(snapshot := graph.get_state(thread_config(thread_id))) and time.monotonic() < deadline:
         time.sleep(0.05)
+    return snapshot
 
 
 def turn_result(graph: CompiledStateGraph, thread_id: str) -> dict[str, Any]:
@@ -95,9 +100,9 @@ def ask(
     would drop the interrupt, and the reviewer's answer would then never reach the user.
     """
     thread_id = thread_id or uuid.uuid4().hex
-    _wait_for_run(graph, thread_id)
-    review_id = waiting_review(graph, thread_id)
-    if review_id is not None:
+    snapshot = _after_run(graph, thread_id)
+    if snapshot.interrupts:
+        review_id = snapshot.values.get("review_id")
         raise ReviewPending(
             f"thread {thread_id} is waiting for a reviewer's decision on its last question (review {review_id});"
             " wait for it (`railgraph chat --thread ID` shows it when it lands) or ask in a new thread"

@@ -289,20 +289,28 @@ class Guard:
             message = reply.get("content") if isinstance(reply.get("content"), str) else ""
             policy = self._policies.get(blocker, DEFAULT_POLICY)
             return RailsOutcome(blocked=True, text="", verdicts=verdicts, policy=policy, message=message or "")
+        pii_masked = any(v["rail"] in _PII_FLOWS and v["verdict"] == "modify" for v in verdicts)
         dialog = next((v for v in verdicts if v["verdict"] in ("respond", "handoff")), None)
         if dialog is not None:
+            # The dialog rail stopped the flows, so NeMo returns no text: mask it as the PII rail before it did (the
+            # message stays in the thread, and a hand-off shows it to a reviewer).
             return RailsOutcome(
                 blocked=False,
-                text=text,
+                text=self._masked(text) if pii_masked else text,
                 verdicts=verdicts,
                 reply=dialog.get("reply", ""),
                 handoff=dialog["verdict"] == "handoff",
             )
         content = reply.get("content")
         passed = content if isinstance(content, str) else text
-        if passed != text and any(v["rail"] in _PII_FLOWS and v["verdict"] == "modify" for v in verdicts):
+        if passed != text and pii_masked:
             verdicts = self._mask_flagged(text, verdicts)
         return RailsOutcome(blocked=False, text=passed, verdicts=verdicts)
+
+    def _masked(self, text: str) -> str:
+        from rails import pii
+
+        return pii.scan(text, self._pii).text
 
     def _mask_flagged(self, text: str, verdicts: list[RailVerdict]) -> list[RailVerdict]:
         """Flagged spans (and the details quoting them) with personal data masked as in the masked text: the
@@ -317,7 +325,7 @@ class Guard:
             | {
                 "spans": [pii.mask_part(text, masked, span) for span in verdict["spans"]],
                 # The detail quotes the flagged parts, shortened: masked on its own.
-                "detail": pii.scan(verdict["detail"], self._pii).text,
+                "detail": self._masked(verdict["detail"]),
             }
             if verdict.get("spans")
             else verdict

@@ -49,11 +49,15 @@ def test_asking_for_a_person_goes_to_the_review_queue_and_the_reviewer_answers(
 ) -> None:
     graph, services = agent
     config = thread_config("handoff")
-    graph.invoke({"messages": [HumanMessage("Can I talk to a real person, please?")]}, config)
+    asked = "Can I talk to a real person, please? Write to me at ana.lopez@example.com"
+    graph.invoke({"messages": [HumanMessage(asked)]}, config)
     snapshot = graph.get_state(config)
     assert snapshot.interrupts, "the hand-off waits for a reviewer even under RAILGRAPH_APPROVAL=never"
     review = services.reviews.get(snapshot.values["review_id"])
     assert review.flags == ["handoff"] and review.draft == ""
+    # Personal data is masked in what the reviewer and the thread keep, as for any question.
+    assert "ana.lopez" not in review.question and "<EMAIL_ADDRESS>" in review.question
+    assert "ana.lopez" not in snapshot.values["messages"][0].text
     assert snapshot.values["answer"] == CONFIG["human_handoff"]["reply"].strip()
 
     answer = "Hello, this is Ana from the club office. How can I help?"
