@@ -1,0 +1,69 @@
+"""The packaged MiniLM embeddings: a chunk embedded in a bulk call lands where the same text as a query does."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.embeddings import bf16_native, default_embeddings
+
+
+@pytest.fixture
+def passages(shared_data: Path) -> Callable[[int], list[str]]:
+    """The first ``count`` mini-Wikipedia passages."""
+
+    def first(count: int) -> list[str]:
+        with (shared_data / "rag" / "mini_wikipedia" / "corpus.jsonl").open(encoding="utf-8") as lines:
+            return [json.loads(line)["text"] for line, _ in zip(lines, range(count), strict=False)]
+
+    return first
+
+
+@pytest.fixture
+def bf16_setting(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """``RAILGRAPH_EMBED_BF16`` read afresh by ``bf16_native`` (it caches the answer per process)."""
+    bf16_native.cache_clear()
+    yield monkeypatch
+    monkeypatch.undo()
+    bf16_native.cache_clear()
+
+
+def test_bulk_vectors_match_one_text_vectors(passages: Callable[[int], list[str]]) -> None:
+    texts = passages(24)
+    bulk = default_embeddings().encode(texts)
+    alone = np.stack([default_embeddings().encode([text])[0] for text in texts[:6]])
+    assert bulk.shape == (24, 384) and bulk.dtype == np.float32
+    assert np.allclose(np.linalg.norm(bulk, axis=1), 1.0, atol=1e-3)
+    # bfloat16 (where the CPU has it) moves a vector by far less than any two passages differ.
+    cosines = np.sum(bulk[:6] * alone, axis=1)
+    assert cosines.min() > 0.999
+    others = bulk[:6] @ bulk[6:12].T
+    assert others.max() < cosines.min() - 0.05
+
+
+def test_bf16_can_be_turned_off(bf16_setting: pytest.MonkeyPatch, passages: Callable[[int], list[str]]) -> None:
+    texts = passages(4)
+    alone = np.stack([default_embeddings().encode([text])[0] for text in texts])
+    bf16_setting.setenv("RAILGRAPH_EMBED_BF16", "0")
+    assert not bf16_native()
+    # float32 throughout: a bulk call gives each text's own vector, up to padding noise.
+    assert np.abs(default_embeddings().encode(texts) - alone).max() < 1e-5
+
+
+def test_bulk_calls_use_bf16_where_the_cpu_has_it(
+    bf16_setting: pytest.MonkeyPatch, passages: Callable[[int], list[str]]
+) -> None:
+    import torch
+
+    bf16_setting.setenv("RAILGRAPH_EMBED_BF16", "1")
+    capabilities = torch.cpu.get_capabilities()
+    assert bf16_native() == bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    if bf16_native():
+        texts = passages(4)
+        alone = np.stack([default_embeddings().encode([text])[0] for text in texts])
+        # A bulk call ran in bfloat16: close to the float32 vectors, not equal to them.
+        assert 1e-5 < np.abs(default_embeddings().encode(texts) - alone).max() < 0.05
