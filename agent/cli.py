@@ -155,12 +155,12 @@ def _run_turn(settings: Settings, question: str, thread_id: str, *, stream: bool
     streamed: list[str] = []
     with Live(Markdown(""), console=out, refresh_per_second=12, transient=True) as live:
 
-        def show(token: str) -> None:
-            streamed.append(token)
+        def show(chunk: str) -> None:
+            streamed.append(chunk)
             live.update(Markdown("".join(streamed)))
 
-        result = ask_turn(graph, question, thread_id=thread_id, on_token=show)
-    # The streamed draft is replaced by what the rails and the reviewer let through.
+        result = ask_turn(graph, question, thread_id=thread_id, on_chunk=show)
+    # The streamed chunks are replaced by the answer the output rails passed as a whole (and the reviewer).
     _show_result(result)
     return result
 

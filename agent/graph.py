@@ -51,7 +51,7 @@ def build_agent(
     builder.add_conditional_edges("remember", nodes.route_after_remember)
     builder.add_edge("rewrite_query", "retrieve")
     builder.add_edge("retrieve", "generate")
-    builder.add_edge("generate", "output_rails")
+    builder.add_conditional_edges("generate", nodes.route_after_generate)
     builder.add_conditional_edges("output_rails", nodes.route_after_output)
     builder.add_edge("request_review", "approval")
     builder.add_conditional_edges("approval", nodes.route_after_approval)

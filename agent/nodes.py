@@ -8,11 +8,15 @@ serves both and chat-model tokens still reach ``stream_mode="messages"`` and ``a
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any, Literal
 
+from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.config import get_store
+from langchain_core.runnables.config import merge_configs
+from langgraph.config import get_store, get_stream_writer
+from langgraph.constants import TAG_NOSTREAM
 from langgraph.types import interrupt
 
 from agent import longterm
@@ -22,6 +26,7 @@ from agent.review import decision_of, review_flags
 from agent.rewrite import llm_rewrite, rule_rewrite
 from agent.services import get_services
 from agent.state import AgentState, Source
+from agent.streaming import CheckedStream, ChunkCheck, without_spans
 from rails import RailVerdict
 
 SYSTEM_PROMPT = (
@@ -30,6 +35,8 @@ SYSTEM_PROMPT = (
     "If the sources do not contain the answer, say that you do not know. Be brief."
 )
 QUOTE_CHARS = 300
+# The custom event (and ``stream_mode="custom"`` key) that carries each piece of the answer the output rails passed.
+ANSWER_CHUNK = "answer_chunk"
 # The policy named to the user when RAILGRAPH_UNSUPPORTED_POLICY=refuse turns an answer down.
 UNSUPPORTED_CLAIMS = "unsupported claims"
 
@@ -214,19 +221,43 @@ def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         quoted = {extract.n: extract.sentence for extract in reversed(extracts)}
         cited = [source | {"quote": quoted[source["n"]]} if source["n"] in quoted else source for source in sources]
         return {"draft": compose_answer(extracts), "sources": cited}
-    reply = chat.model.invoke(chat_prompt(state, config), config)
-    return {"draft": reply.text.strip()}
+    # Tagged "nostream": the raw tokens are not for the user, only what the output rails pass
+    # (``stream_mode="messages"`` leaves them out; astream_events still shows the run, under that tag).
+    model_config = merge_configs(config, {"tags": [TAG_NOSTREAM]})
+    settings = services.settings
+    streaming = services.guard.output_streaming
+    # A draft that may go to a reviewer is shown to nobody before the decision.
+    if not streaming.enabled or settings.approval != "never" or settings.unsupported_policy == "review":
+        reply = chat.model.invoke(chat_prompt(state, config), model_config)
+        return {"draft": reply.text.strip()}
+    texts = [source["text"] for source in sources]
+    checked = CheckedStream(
+        lambda chunk: services.guard.check_output(state["question"], chunk, texts),
+        chunk_size=streaming.chunk_size,
+        unsupported=settings.unsupported_policy,
+        refuse_policy=UNSUPPORTED_CLAIMS,
+    )
+    write = get_stream_writer()
 
+    def release(checks: Iterator[ChunkCheck]) -> None:
+        for check in checks:
+            if check.released:
+                write({ANSWER_CHUNK: check.released})
+                dispatch_custom_event(ANSWER_CHUNK, {"text": check.released}, config=config)
 
-def _without(text: str, spans: list[str]) -> str:
-    """``text`` less each of ``spans`` (exact substrings) and the spaces after it."""
-    for span in spans:
-        start = text.find(span)
-        if start >= 0:
-            end = start + len(span)
-            end += len(text[end:]) - len(text[end:].lstrip(" \t"))
-            text = text[:start] + text[end:]
-    return text.strip()
+    for piece in chat.model.stream(chat_prompt(state, config), model_config):
+        release(checked.feed(piece.text))
+        if checked.blocked is not None:
+            break  # closing the stream stops the model
+    release(checked.close())
+    if checked.blocked is not None:
+        return {
+            "draft": "",
+            "rails": state.get("rails", []) + checked.blocked.verdicts,
+            "status": "blocked",
+            "refusal_policy": checked.blocked.policy or "acceptable use",
+        }
+    return {"draft": checked.text.strip()}
 
 
 def output_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -252,7 +283,7 @@ def output_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         verdicts = [verdict | {"verdict": "block"} if verdict["verdict"] == "flag" else verdict for verdict in verdicts]
         return {"rails": state.get("rails", []) + verdicts, "status": "blocked", "refusal_policy": UNSUPPORTED_CLAIMS}
     if unsupported and policy == "remove":
-        draft = _without(draft, unsupported)
+        draft = without_spans(draft, unsupported)
         if not any(character.isalpha() for character in draft):
             draft = NOT_FOUND
         note = "; removed (RAILGRAPH_UNSUPPORTED_POLICY=remove)"
@@ -365,6 +396,11 @@ def route_after_input(state: AgentState) -> Literal["remember", "refuse", "respo
 def route_after_remember(state: AgentState) -> Literal["rewrite_query", "respond"]:
     """A message that only stated facts has its acknowledgement as the answer: nothing to search for."""
     return "respond" if state.get("answer") else "rewrite_query"
+
+
+def route_after_generate(state: AgentState) -> Literal["output_rails", "refuse"]:
+    """A draft the streaming output rails blocked part-way is refused; any other goes through the output rails."""
+    return "refuse" if state["status"] == "blocked" else "output_rails"
 
 
 def route_after_output(state: AgentState, config: RunnableConfig) -> Literal["request_review", "respond", "refuse"]:

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from langchain_core.messages import AIMessageChunk, HumanMessage
+from langchain_core.messages import HumanMessage
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateSnapshot
 
+from agent.nodes import ANSWER_CHUNK
 from agent.review import RESUME_LEASE, Review, ReviewQueue, decision_of
 
 # How long a decider waits for a thread still on its way to the review's interrupt.
@@ -92,9 +93,10 @@ def ask(
     question: str,
     *,
     thread_id: str | None = None,
-    on_token: Callable[[str], None] | None = None,
+    on_chunk: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one turn; ``on_token`` receives the draft's tokens as the chat model produces them.
+    """Run one turn; ``on_chunk`` receives the answer as the model writes it, in the chunks the streaming output
+    rails passed (none when the draft may go to a reviewer, or streaming is off in the rails config).
 
     A thread whose last question waits for a reviewer takes no new one (``ReviewPending``): starting a new run
     would drop the interrupt, and the reviewer's answer would then never reach the user.
@@ -107,11 +109,9 @@ def ask(
             f"thread {thread_id} is waiting for a reviewer's decision on its last question (review {review_id});"
             " wait for it (`railgraph chat --thread ID` shows it when it lands) or ask in a new thread"
         )
-    for message, metadata in graph.stream(
-        {"messages": [HumanMessage(question)]}, thread_config(thread_id), stream_mode="messages"
-    ):
-        if on_token and metadata.get("langgraph_node") == "generate" and isinstance(message, AIMessageChunk):
-            on_token(message.text)
+    for part in graph.stream({"messages": [HumanMessage(question)]}, thread_config(thread_id), stream_mode="custom"):
+        if on_chunk and isinstance(part, dict) and ANSWER_CHUNK in part:
+            on_chunk(part[ANSWER_CHUNK])
     return turn_result(graph, thread_id)
 
 

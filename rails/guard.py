@@ -137,6 +137,9 @@ class Guard:
         self._chunk_injection = checks.chunk_injection_settings(config.custom_data, self.config_dir)
         policies = config.custom_data.get("policies") or {}
         self._policies: dict[str, str] = {str(k): str(v) for k, v in policies.items()}
+        self.output_streaming = config.rails.output.streaming
+        """NeMo's ``rails.output.streaming`` settings: with ``enabled``, the agent releases its answer in chunks of
+        about ``chunk_size`` tokens that ``check_output`` has passed (``agent.streaming``)."""
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

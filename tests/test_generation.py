@@ -1,7 +1,8 @@
 """Generation inside the graph with real models: SmolLM2 in-process (llama.cpp) and through ChatOllama over HTTP.
 
 SmolLM2-135M proves the wiring, not answer quality, so these tests assert what the graph must do with any
-model: tokens stream out of the generate node, the draft is the model's text, the output rails judge it.
+model: the answer streams out of the generate node in chunks the output rails passed, the draft is the model's
+text, the output rails judge it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from langchain_core.messages import HumanMessage
 from ollama_server import OllamaServer
 
 from agent import Settings, build_agent
+from agent.extractive import NOT_FOUND
 from agent.llamacpp import ChatLlamaCpp
+from agent.nodes import ANSWER_CHUNK
 from agent.services import Services
 from agent.turns import ask, thread_config
 from loaders.ingest import file_units, ingest
@@ -41,22 +44,28 @@ def assert_judged_by_output_rails(values: dict) -> None:
     assert values["messages"][-1].text == values["answer"] != ""
 
 
-def test_llamacpp_tokens_stream_through_astream_events(database: Settings, gguf_path: Path) -> None:
+def test_llamacpp_answer_streams_through_astream_events_in_checked_chunks(database: Settings, gguf_path: Path) -> None:
     settings = database.model_copy(update={"llm": f"llamacpp:{gguf_path}", "max_tokens": 48})
     agent = build_agent(services=Services.create(settings))
 
-    async def run() -> tuple[list[str], dict]:
+    async def run() -> tuple[list[dict], dict]:
         config = thread_config("llamacpp")
-        tokens = [
-            event["data"]["chunk"].text
-            async for event in agent.astream_events({"messages": [HumanMessage(QUESTION)]}, config, version="v2")
-            if event["event"] == "on_chat_model_stream" and event["metadata"].get("langgraph_node") == "generate"
-        ]
-        return tokens, (await agent.aget_state(config)).values
+        inputs = {"messages": [HumanMessage(QUESTION)]}
+        events = [event async for event in agent.astream_events(inputs, config, version="v2")]
+        return events, (await agent.aget_state(config)).values
 
-    tokens, values = asyncio.run(run())
-    assert len(tokens) > 3, "the answer arrives token by token"
-    assert values["draft"] == "".join(tokens).strip()
+    events, values = asyncio.run(run())
+    raw = [
+        e for e in events if e["event"] == "on_chat_model_stream" and e["metadata"].get("langgraph_node") == "generate"
+    ]
+    chunks = [e["data"]["text"] for e in events if e["event"] == "on_custom_event" and e["name"] == ANSWER_CHUNK]
+    assert len(raw) > 3, "the model writes token by token"
+    # The raw tokens are tagged for LangGraph's messages mode to leave out; the user gets the checked chunks.
+    assert all("nostream" in e["tags"] for e in raw)
+    assert values["draft"] == "".join(e["data"]["chunk"].text for e in raw).strip()
+    if values["status"] == "answered" and values["answer"] != NOT_FOUND:
+        # Sentences the whole-draft check kept passed the chunk checks too: the user saw them stream.
+        assert chunks
     assert_judged_by_output_rails(values)
 
 
@@ -66,8 +75,8 @@ def test_chat_ollama_over_http_is_detected_and_streams(database: Settings, gguf_
         services = Services.create(settings)
         assert services.chat.name == "ollama:smollm2"
         agent = build_agent(services=services)
-        tokens: list[str] = []
-        result = ask(agent, QUESTION, on_token=tokens.append)
+        chunks: list[str] = []
+        result = ask(agent, QUESTION, on_chunk=chunks.append)
     values = agent.get_state(thread_config(result["thread_id"])).values
-    assert len(tokens) > 3 and values["draft"] == "".join(tokens).strip()
+    assert values["draft"] and (chunks or values["status"] == "blocked")
     assert_judged_by_output_rails(values)
