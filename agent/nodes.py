@@ -8,7 +8,8 @@ serves both and chat-model tokens still reach ``stream_mode="messages"`` and ``a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from typing import Any, Literal
 
 from langchain_core.callbacks import dispatch_custom_event
@@ -24,7 +25,7 @@ from agent.extractive import NOT_FOUND, best_sentences, compose_answer
 from agent.memory import SUMMARY_TOKENS, history_window, summarize, token_counter
 from agent.review import decision_of, review_flags
 from agent.rewrite import llm_rewrite, rule_rewrite
-from agent.services import get_services
+from agent.services import Services, get_services
 from agent.state import AgentState, Source
 from agent.streaming import CheckedStream, ChunkCheck, without_spans
 from rails import RailVerdict
@@ -207,49 +208,65 @@ def chat_prompt(state: AgentState, config: RunnableConfig) -> list[AnyMessage]:
     ]
 
 
+def _checked_stream(state: AgentState, services: Services) -> CheckedStream | None:
+    """The streaming output rails for this turn's answer; None where the draft must not stream."""
+    settings = services.settings
+    streaming = services.guard.output_streaming
+    # A draft that may go to a reviewer is shown to nobody before the decision.
+    if not streaming.enabled or settings.approval != "never" or settings.unsupported_policy == "review":
+        return None
+    texts = [source["text"] for source in state["sources"]]
+    return CheckedStream(
+        lambda chunk: services.guard.check_output(state["question"], chunk, texts),
+        chunk_size=streaming.chunk_size,
+        unsupported=settings.unsupported_policy,
+        refuse_policy=UNSUPPORTED_CLAIMS,
+    )
+
+
+def _release(checks: Iterator[ChunkCheck], config: RunnableConfig) -> None:
+    """Send the passed chunks to the user: ``stream_mode="custom"`` and ``astream_events`` (``on_custom_event``)."""
+    write = get_stream_writer()
+    for check in checks:
+        if check.released:
+            write({ANSWER_CHUNK: check.released})
+            dispatch_custom_event(ANSWER_CHUNK, {"text": check.released}, config=config)
+
+
 def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-    """Draft an answer from the numbered sources, citing them as [n]."""
+    """Draft an answer from the numbered sources, citing them as [n]; with streaming output rails, the user gets it
+    as it is written, in chunks the output rails passed (``agent.streaming``)."""
     services = get_services(config)
     sources = state["sources"]
     if not sources:
         return {"draft": NOT_FOUND}
+    checked = _checked_stream(state, services)
     chat = services.chat
+    update: dict[str, Any] = {}
     if chat.model is None:
         # With no model to read the thread, the standalone query is what names the follow-up's subject.
         query = state.get("search_query") or state["question"]
         extracts = best_sentences(query, [(source["n"], source["text"]) for source in sources], services.embeddings)
         quoted = {extract.n: extract.sentence for extract in reversed(extracts)}
         cited = [source | {"quote": quoted[source["n"]]} if source["n"] in quoted else source for source in sources]
-        return {"draft": compose_answer(extracts), "sources": cited}
-    # Tagged "nostream": the raw tokens are not for the user, only what the output rails pass
-    # (``stream_mode="messages"`` leaves them out; astream_events still shows the run, under that tag).
-    model_config = merge_configs(config, {"tags": [TAG_NOSTREAM]})
-    settings = services.settings
-    streaming = services.guard.output_streaming
-    # A draft that may go to a reviewer is shown to nobody before the decision.
-    if not streaming.enabled or settings.approval != "never" or settings.unsupported_policy == "review":
-        reply = chat.model.invoke(chat_prompt(state, config), model_config)
-        return {"draft": reply.text.strip()}
-    texts = [source["text"] for source in sources]
-    checked = CheckedStream(
-        lambda chunk: services.guard.check_output(state["question"], chunk, texts),
-        chunk_size=streaming.chunk_size,
-        unsupported=settings.unsupported_policy,
-        refuse_policy=UNSUPPORTED_CLAIMS,
-    )
-    write = get_stream_writer()
-
-    def release(checks: Iterator[ChunkCheck]) -> None:
-        for check in checks:
-            if check.released:
-                write({ANSWER_CHUNK: check.released})
-                dispatch_custom_event(ANSWER_CHUNK, {"text": check.released}, config=config)
-
-    for piece in chat.model.stream(chat_prompt(state, config), model_config):
-        release(checked.feed(piece.text))
-        if checked.blocked is not None:
-            break  # closing the stream stops the model
-    release(checked.close())
+        update = {"draft": compose_answer(extracts), "sources": cited}
+        if checked is None:
+            return update
+        # Written at once, released through the same rails: a streaming reader gets every answer the same way.
+        pieces: Generator[str, None, None] = (text for text in [update["draft"]])
+    else:
+        # Tagged "nostream": the raw tokens are not for the user, only what the output rails pass
+        # (``stream_mode="messages"`` leaves them out; astream_events still shows the run, under that tag).
+        model_config = merge_configs(config, {"tags": [TAG_NOSTREAM]})
+        if checked is None:
+            return {"draft": chat.model.invoke(chat_prompt(state, config), model_config).text.strip()}
+        pieces = (piece.text for piece in chat.model.stream(chat_prompt(state, config), model_config))
+    with closing(pieces):
+        for piece in pieces:
+            _release(checked.feed(piece), config)
+            if checked.blocked is not None:
+                break  # leaving the block closes the model's stream, which stops it
+    _release(checked.close(), config)
     if checked.blocked is not None:
         return {
             "draft": "",
@@ -257,7 +274,7 @@ def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
             "status": "blocked",
             "refusal_policy": checked.blocked.policy or "acceptable use",
         }
-    return {"draft": checked.text.strip()}
+    return update | {"draft": checked.text.strip()}
 
 
 def output_rails(state: AgentState, config: RunnableConfig) -> dict[str, Any]:

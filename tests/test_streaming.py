@@ -147,6 +147,15 @@ def test_streaming_turned_off_in_config_yml_releases_nothing_early(corpus: Setti
     assert chunks == [] and result["status"] == "answered" and result["answer"] == model.text
 
 
+def test_an_extractive_answer_streams_through_the_same_rails(corpus: Settings) -> None:
+    chat = ChatModelChoice(model=None, name="extractive", reason="test")
+    graph = build_agent(services=Services.create(corpus, chat=chat, guard=services_for(corpus).guard))
+    chunks: list[str] = []
+    result = ask(graph, QUESTION, on_chunk=chunks.append)
+    assert result["status"] == "answered" and "Bangor" in result["answer"]
+    assert "".join(chunks).strip() == result["answer"]
+
+
 def test_raw_tokens_stay_out_of_messages_mode_and_checked_chunks_reach_astream_events(corpus: Settings) -> None:
     model = ScriptedChat(text=" ".join([BORN] * 8 + [EMAIL]))
     graph = _agent(corpus, model)
