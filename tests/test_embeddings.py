@@ -67,3 +67,14 @@ def test_bulk_calls_use_bf16_where_the_cpu_has_it(
         alone = np.stack([default_embeddings().encode([text])[0] for text in texts])
         # A bulk call ran in bfloat16: close to the float32 vectors, not equal to them.
         assert 1e-5 < np.abs(default_embeddings().encode(texts) - alone).max() < 0.05
+
+
+def test_one_text_path_gives_sentence_transformers_vector(passages: Callable[[int], list[str]]) -> None:
+    from agent.embeddings import _sentence_transformer
+
+    # Short, long, over the 256-token window (truncated alike), empty, non-Latin.
+    texts = [*passages(3), "hi", "", "word " * 400, "東京は日本の首都です。"]
+    reference = _sentence_transformer().encode(texts, normalize_embeddings=True, batch_size=1)
+    for text, expected in zip(texts, reference, strict=True):
+        vector = default_embeddings().encode([text])[0]
+        assert float(vector @ expected) > 0.99999, text[:40]
