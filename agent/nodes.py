@@ -269,7 +269,8 @@ def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     _release(checked.close(), config)
     if checked.blocked is not None:
         return {
-            "draft": "",
+            # What the model wrote up to the block stays in the state (never shown), as a draft blocked whole does.
+            "draft": checked.text.strip(),
             "rails": state.get("rails", []) + checked.blocked.verdicts,
             "status": "blocked",
             "refusal_policy": checked.blocked.policy or "acceptable use",

@@ -90,7 +90,8 @@ def test_prompt_injection_is_refused_before_retrieval(agent: CompiledStateGraph)
 
 def test_injected_markup_in_a_document_is_blocked_at_output(agent: CompiledStateGraph) -> None:
     ran = nodes_run(agent, "What banner does the status dashboard show during maintenance?", "xss-thread")
-    assert ran == ["input_rails", "remember", "rewrite_query", "retrieve", "generate", "output_rails", "refuse"]
+    # The streaming output rails (run as the draft is written, in generate) block it before any of it is released.
+    assert ran == ["input_rails", "remember", "rewrite_query", "retrieve", "generate", "refuse"]
     values = agent.get_state(thread_config("xss-thread")).values
     assert "<script>" in values["draft"], "the extractive draft quotes the payload verbatim"
     assert values["status"] == "blocked" and "<script>" not in values["answer"]
