@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,21 @@ import sqlean
 import sqlite_vec
 
 from agent.embeddings import EMBEDDING_DIM
+
+# Values per ``IN (...)`` list: far below SQLite's limit on parameters (32,766) and cheap for Postgres to plan.
+VALUES_PER_STATEMENT = 500
+
+
+def in_batches(values: Sequence[Any]) -> Iterator[list[Any]]:
+    """``values`` in lists of at most ``VALUES_PER_STATEMENT``, one ``IN (...)`` statement each."""
+    for start in range(0, len(values), VALUES_PER_STATEMENT):
+        yield list(values[start : start + VALUES_PER_STATEMENT])
+
+
+def in_list(values: Sequence[Any]) -> str:
+    """``(?, ?, ...)``: the placeholders of an ``IN`` list of ``values`` (``?`` serves SQLite and ``PgDatabase``)."""
+    return f"({', '.join('?' for _ in values)})"
+
 
 # Each entry upgrades the schema by one version (PRAGMA user_version); never edit a released entry.
 MIGRATIONS: list[str] = [

@@ -76,8 +76,8 @@ def _one_text_model() -> Callable[[str], np.ndarray]:
     def encode(text: str) -> np.ndarray:
         features = model.preprocess([text])
         with torch.inference_mode():
-            output = frozen(features["input_ids"], features["attention_mask"])
-        hidden = output["last_hidden_state"] if isinstance(output, dict) else output[0]
+            # Traced with strict=False, the model returns its output as a plain dict.
+            hidden = frozen(features["input_ids"], features["attention_mask"])["last_hidden_state"]
         vector = torch.nn.functional.normalize(hidden[0].mean(dim=0), dim=0)
         return vector.numpy()
 
@@ -85,7 +85,7 @@ def _one_text_model() -> Callable[[str], np.ndarray]:
 
 
 @cache
-def _model_thread() -> ThreadPoolExecutor:
+def model_thread() -> ThreadPoolExecutor:
     """The one thread every MiniLM call runs on.
 
     OpenMP (libgomp, under torch) gives each thread that runs the model a pool of its own, and once the pools hold
@@ -110,7 +110,7 @@ class MiniLMEmbeddings(Embeddings):
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         # One thread runs the model for the whole process, which also keeps torch modules (not safe to call from
         # several threads at once) to one caller at a time.
-        return _model_thread().submit(self._encode, texts).result()
+        return model_thread().submit(self._encode, texts).result()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         import torch

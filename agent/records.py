@@ -10,24 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from langchain_core.indexing import RecordManager
 
-from agent.db import Database
+from agent.db import Database, in_batches, in_list
 from agent.pgdb import PgDatabase
-
-# Keys per ``IN (...)`` list: far below SQLite's limit on parameters (32,766) and cheap for Postgres to plan.
-_KEYS_PER_STATEMENT = 500
-
-
-def _batches(values: Sequence[str]) -> Iterator[list[str]]:
-    for start in range(0, len(values), _KEYS_PER_STATEMENT):
-        yield list(values[start : start + _KEYS_PER_STATEMENT])
-
-
-def _in_list(values: Sequence[str]) -> str:
-    return f"({', '.join('?' for _ in values)})"
 
 
 class DatabaseRecordManager(RecordManager):
@@ -88,9 +76,9 @@ class DatabaseRecordManager(RecordManager):
     def exists(self, keys: Sequence[str]) -> list[bool]:
         """Whether each key is recorded, in the order given."""
         found: set[str] = set()
-        for batch in _batches(keys):
+        for batch in in_batches(keys):
             rows = self.db.query(
-                f"SELECT key FROM ingest_records WHERE namespace = ? AND key IN {_in_list(batch)}",
+                f"SELECT key FROM ingest_records WHERE namespace = ? AND key IN {in_list(batch)}",
                 (self.namespace, *batch),
             )
             found.update(row[0] for row in rows)
@@ -121,7 +109,7 @@ class DatabaseRecordManager(RecordManager):
             if not groups:
                 return []
             # One unit's group, or those of one embedding batch (at most EMBED_BATCH_CHUNKS): one IN list.
-            sql += f" AND group_id IN {_in_list(groups)}"
+            sql += f" AND group_id IN {in_list(groups)}"
             params.extend(groups)
         if limit is not None:
             sql += " LIMIT ?"
@@ -141,9 +129,9 @@ class DatabaseRecordManager(RecordManager):
     def delete_keys(self, keys: Sequence[str]) -> None:
         """Forget ``keys``."""
         with self.db.transaction() as conn:
-            for batch in _batches(keys):
+            for batch in in_batches(keys):
                 conn.execute(
-                    f"DELETE FROM ingest_records WHERE namespace = ? AND key IN {_in_list(batch)}",
+                    f"DELETE FROM ingest_records WHERE namespace = ? AND key IN {in_list(batch)}",
                     (self.namespace, *batch),
                 )
 

@@ -20,7 +20,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
-from agent.db import Database
+from agent.db import Database, in_batches, in_list
 from agent.fusion import RRF_K, Key, fuse_rankings, fuse_scores
 
 if TYPE_CHECKING:
@@ -366,10 +366,8 @@ class ChunkStore(HybridSearchStore[int]):
     def _rowids(conn: Any, ids: Sequence[str]) -> list[tuple[str, int]]:
         """(id, rowid) of the stored chunks among ``ids``, a few hundred ids per query (SQLite's variable limit)."""
         found = []
-        for start in range(0, len(ids), 500):
-            batch = ids[start : start + 500]
-            marks = ",".join("?" * len(batch))
-            found += conn.execute(f"SELECT id, rowid FROM chunks WHERE id IN ({marks})", tuple(batch)).fetchall()
+        for batch in in_batches(ids):
+            found += conn.execute(f"SELECT id, rowid FROM chunks WHERE id IN {in_list(batch)}", batch).fetchall()
         return found
 
     @staticmethod

@@ -43,7 +43,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_huggingface import HuggingFaceEmbeddings
 
 from agent.db import Database
-from agent.embeddings import _model_thread, default_embeddings, minilm_path
+from agent.embeddings import default_embeddings, minilm_path, model_thread
 from agent.store import ChunkStore, embedded_text
 from loaders import LoadError, iter_files, load_file, split_documents
 from loaders.ingest import EMBED_BATCH_CHUNKS, file_units, ingest
@@ -122,13 +122,13 @@ def main() -> None:
         texts = [embedded_text(chunk.page_content, chunk.metadata) for chunk in chunks]
         print(f"{args.passages - left_out} passages ({left_out} the loader refuses left out) -> {len(chunks)} chunks")
         # (b)'s model runs on railgraph's model thread, so that the process has one OpenMP pool: a second pool (this
-        # thread's) makes libgomp stop spinning, which slows every pipeline after it (see _model_thread).
-        model_thread = _model_thread()
-        langchain_embeddings = model_thread.submit(HuggingFaceEmbeddings, model_name=str(minilm_path())).result()
+        # thread's) makes libgomp stop spinning, which slows every pipeline after it (see model_thread).
+        runner = model_thread()
+        langchain_embeddings = runner.submit(HuggingFaceEmbeddings, model_name=str(minilm_path())).result()
         # Load the models, and let oneDNN build its kernels for every text length, before any timing: the first
         # pipeline to run would pay for that alone (railgraph run first measured ~10% slower than its later runs).
         default_embeddings().embed_documents(texts)
-        model_thread.submit(langchain_embeddings.embed_documents, texts[:64]).result()
+        runner.submit(langchain_embeddings.embed_documents, texts[:64]).result()
 
         names = ("railgraph", "model alone (a)", "LangChain (b)", "LangChain (b')")
         rates: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in names} for clock in ("wall", "cpu")}
@@ -136,7 +136,7 @@ def main() -> None:
             runs = {
                 "railgraph": lambda repeat=repeat: railgraph(folder, scratch, repeat, args.batch_chunks),
                 "model alone (a)": lambda: model_alone(texts),
-                "LangChain (b)": lambda: model_thread.submit(langchain, folder, langchain_embeddings).result(),
+                "LangChain (b)": lambda: runner.submit(langchain, folder, langchain_embeddings).result(),
                 "LangChain (b')": lambda: langchain(folder, default_embeddings()),
             }
             # A different order each repeat, so that no pipeline always runs first (on a warm or a quiet machine).
