@@ -47,6 +47,8 @@ _ACTIONS = {
     "injection retrieval": "chunk_injection_check",
 }
 _PII_FLOWS = ("pii input", "pii output", "pii retrieval")
+# Input rails that read the MiniLM features of the prompt's first window (rails.checks.window_features).
+_FEATURE_FLOWS = frozenset({"prompt attack", "political opinions", "off limits topics", "dialog"})
 # The retrieval rails `screen_chunks` runs (NeMo runs retrieval rails only inside its own generation).
 INJECTION_CHUNK_RAIL = "injection retrieval"
 PII_CHUNK_RAIL = "pii retrieval"
@@ -133,6 +135,7 @@ class Guard:
         self._rails = _build_rails(config, self.config_dir, llm)
         self._pii = _pii_settings(config, self.config_dir)
         retrieval_flows = config.rails.retrieval.flows
+        self._prefetch_features = bool(_FEATURE_FLOWS & set(config.rails.input.flows))
         self._chunk_rails = [flow for flow in retrieval_flows if flow in (INJECTION_CHUNK_RAIL, PII_CHUNK_RAIL)]
         self._chunk_injection = checks.chunk_injection_settings(config.custom_data, self.config_dir)
         policies = config.custom_data.get("policies") or {}
@@ -254,6 +257,12 @@ class Guard:
     async def _check_input(self, text: str) -> RailsOutcome:
         if not isinstance(text, str):
             raise TypeError(f"check_input needs a str, not {type(text).__name__}")
+        if self._prefetch_features:
+            from rails import checks
+            from rails.prompt_attack import split_windows
+
+            # MiniLM reads the prompt's first window on its own thread while NeMo's runtime starts the flows.
+            checks.prefetch_window(split_windows(text)[0])
         return await self._run("input", [{"role": "user", "content": text}], text)
 
     async def _check_output(self, question: str, answer: str, sources: list[str]) -> RailsOutcome:
