@@ -135,7 +135,10 @@ class Guard:
         self._rails = _build_rails(config, self.config_dir, llm)
         self._pii = _pii_settings(config, self.config_dir)
         retrieval_flows = config.rails.retrieval.flows
-        self._prefetch_features = bool(_FEATURE_FLOWS & set(config.rails.input.flows))
+        self._mask_input = "pii input" in config.rails.input.flows
+        self.prefetch_features = bool(_FEATURE_FLOWS & set(config.rails.input.flows))
+        """Whether ``check_input`` starts the prompt's MiniLM features before NeMo runs the input flows (on when a
+        flow reads them: the model then runs while NeMo's runtime works; bench/guard_latency.py measures it)."""
         self._chunk_rails = [flow for flow in retrieval_flows if flow in (INJECTION_CHUNK_RAIL, PII_CHUNK_RAIL)]
         self._chunk_injection = checks.chunk_injection_settings(config.custom_data, self.config_dir)
         policies = config.custom_data.get("policies") or {}
@@ -257,7 +260,7 @@ class Guard:
     async def _check_input(self, text: str) -> RailsOutcome:
         if not isinstance(text, str):
             raise TypeError(f"check_input needs a str, not {type(text).__name__}")
-        if self._prefetch_features:
+        if self.prefetch_features:
             from rails import checks
             from rails.prompt_attack import split_windows
 
@@ -304,11 +307,12 @@ class Guard:
         pii_masked = any(v["rail"] in _PII_FLOWS and v["verdict"] == "modify" for v in verdicts)
         dialog = next((v for v in verdicts if v["verdict"] in ("respond", "handoff")), None)
         if dialog is not None:
-            # The dialog rail stopped the flows, so NeMo returns no text: mask it as the PII rail before it did (the
-            # message stays in the thread, and a hand-off shows it to a reviewer).
+            # The dialog rail stopped the flows (it runs before the pii rail in the packaged config), so NeMo returns
+            # no text: mask it as the pii rail would (the message stays in the thread, a hand-off shows it to a
+            # reviewer).
             return RailsOutcome(
                 blocked=False,
-                text=self._masked(text) if pii_masked else text,
+                text=self._masked(text) if self._mask_input else text,
                 verdicts=verdicts,
                 reply=dialog.get("reply", ""),
                 handoff=dialog["verdict"] == "handoff",

@@ -40,10 +40,10 @@ BENIGN_PARAGRAPH = (
 )
 INPUT_RAILS = [
     "yara prompt injection",
+    "dialog",
     "prompt attack",
     "political opinions",
     "pii input",
-    "dialog",
 ]
 OUTPUT_RAILS = ["citations", "injection detection", "pii output"]
 SOURCES = [
@@ -133,7 +133,7 @@ def test_political_opinions_are_refused(guard: Guard, prompt: str) -> None:
     outcome = guard.check_input(prompt)
     assert outcome.blocked
     assert outcome.policy == "political opinions"
-    assert _rails(outcome) == INPUT_RAILS[:3]
+    assert _rails(outcome) == INPUT_RAILS[:4]
     assert outcome.verdicts[-1]["verdict"] == "block"
     assert "politics" in outcome.message
 
@@ -174,7 +174,8 @@ def test_a_100k_character_benign_prompt_is_screened_in_full_and_passes(guard: Gu
     assert _rails(outcome) == INPUT_RAILS
     windows = len(split_windows(prompt))
     assert windows > 100
-    assert f"of {windows})" in outcome.verdicts[1]["detail"]  # every window was scored
+    classifier = next(v for v in outcome.verdicts if v["rail"] == "prompt attack")
+    assert f"of {windows})" in classifier["detail"]  # every window was scored
 
 
 def test_a_jailbreak_phrase_at_the_end_of_a_long_prompt_is_found_by_the_rules(guard: Guard) -> None:
