@@ -28,7 +28,10 @@ Recipe (recorded in ``models/prompt_attack.json``):
 - the features and C were chosen on dev.csv (``kfold``-threshold TPR at about 1 % FPR): the sentence
   embedding alone 0.74, all six layer means with plain weights 0.87, standardised with C in {0.01,
   0.03, 0.1} 0.87-0.90 (C=0.03 kept), plus the max and [CLS] vectors 0.90; an MLP head (256 units) did
-  no better and TF-IDF n-grams did worse (0.66-0.79 at 2 %);
+  no better and TF-IDF n-grams did worse (0.66-0.79 at 2 %). With thresholds chosen on
+  leave-one-source-out scores instead (the earlier recipe's caution) the features still beat the sentence
+  embedding at every budget: dev TPR / FPR 0.77 / 0.000 against 0.66 / 0.007 at 2 %, 0.86 / 0.007 against
+  0.80 / 0.035 at 5 %. The 5-fold thresholds were kept: they put dev at about the 1 % the target names;
 - ``dev.csv`` is then scored exactly as the rails pass scores a prompt (YARA, then the maximum over
   overlapping windows) and its rates are recorded next to the sha256 of both files.
 
