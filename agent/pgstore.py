@@ -299,15 +299,15 @@ class PgChunkStore(HybridSearchStore[str]):
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
 
-    def _vector_hits(self, query: str, depth: int, where: str, params: list[Any]) -> dict[str, float]:
-        vector = vector_literal(self._embeddings.embed_query(query))
+    def _vector_hits(self, vector: np.ndarray, depth: int, where: str, params: list[Any]) -> dict[str, float]:
+        literal = vector_literal(vector)
         with self._lock:
             # HNSW returns at most ef_search rows, so a deeper ranking needs a wider search; SET LOCAL lasts until
             # the end of search()'s snapshot transaction, so the shared connection keeps no stale width.
             self._conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(self.ef_search, depth))}")
             rows = self._conn.execute(
                 f"SELECT id, embedding <=> %s::vector AS distance FROM chunks WHERE {where} ORDER BY distance LIMIT %s",
-                (vector, *params, depth),
+                (literal, *params, depth),
             ).fetchall()
             if len(rows) < depth and where != "TRUE":
                 # Fewer than asked: the filter keeps fewer chunks, or the iterative scan gave up (after
@@ -316,7 +316,7 @@ class PgChunkStore(HybridSearchStore[str]):
                 rows = self._conn.execute(
                     f"WITH matching AS MATERIALIZED (SELECT id, embedding FROM chunks WHERE {where})"
                     " SELECT id, embedding <=> %s::vector AS distance FROM matching ORDER BY distance LIMIT %s",
-                    (*params, vector, depth),
+                    (*params, literal, depth),
                 ).fetchall()
         return {chunk_id: float(distance) for chunk_id, distance in sorted(rows, key=lambda row: row[1])}
 
@@ -326,8 +326,7 @@ class PgChunkStore(HybridSearchStore[str]):
         sql = _KEYWORD_SQL.format(where=where)
         weights = rank_weights(title_weight)
         with self._lock:
-            # Postgres's own parser, stemmer and stop words make the lexemes, exactly as for the stored tsv.
-            lexemes = self._conn.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", (query,)).fetchone()[0]
+            lexemes = self._lexemes(query)
             if not lexemes:
                 return {}
             any_word = tsquery_text(lexemes)
@@ -342,6 +341,28 @@ class PgChunkStore(HybridSearchStore[str]):
             if len(rows) < depth:
                 rows = self._conn.execute(sql, (weights, any_word, any_word, *params, depth)).fetchall()
         return {row[0]: float(row[1]) for row in rows}
+
+    def _keyword_scores(self, query: str, keys: Sequence[str], title_weight: float) -> dict[str, float]:
+        """``{id: ts_rank}`` of the chunks among ``keys`` sharing a lexeme with ``query``, ranked as ``_keyword_hits``
+        ranks."""
+        with self._lock:
+            lexemes = self._lexemes(query)
+            if not lexemes or not keys:
+                return {}
+            any_word = tsquery_text(lexemes)
+            rows = self._conn.execute(
+                "SELECT id, ts_rank(CAST(%s AS real[]), tsv, q) FROM chunks, CAST(%s AS tsquery) AS q"
+                " WHERE id = ANY(%s) AND tsv @@ q",
+                (rank_weights(title_weight), any_word, list(keys)),
+            ).fetchall()
+        return {row[0]: float(row[1]) for row in rows}
+
+    def _lexemes(self, query: str) -> list[str]:
+        """The lexemes of ``query``: Postgres's own parser, stemmer and stop words, exactly as for the stored tsv.
+
+        The caller holds the lock.
+        """
+        return self._conn.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", (query,)).fetchone()[0]
 
     def _vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         with self._lock:
