@@ -321,14 +321,14 @@ class PgChunkStore(HybridSearchStore[str]):
         return {chunk_id: float(distance) for chunk_id, distance in sorted(rows, key=lambda row: row[1])}
 
     def _keyword_hits(
-        self, query: str, depth: int, where: str, params: list[Any], title_weight: float
-    ) -> dict[str, float]:
+        self, query: str, depth: int, where: str, params: list[Any], title_weight: float, scored: Sequence[str]
+    ) -> tuple[dict[str, float], dict[str, float]]:
         sql = _KEYWORD_SQL.format(where=where)
         weights = rank_weights(title_weight)
         with self._lock:
             lexemes = self._lexemes(query)
             if not lexemes:
-                return {}
+                return {}, {}
             any_word = tsquery_text(lexemes)
             rows: list[tuple[Any, ...]] = []
             if 2 < len(lexemes) <= MAX_PAIRED_LEXEMES:
@@ -340,22 +340,19 @@ class PgChunkStore(HybridSearchStore[str]):
                 rows = self._conn.execute(sql, (weights, any_word, pairs, *params, depth)).fetchall()
             if len(rows) < depth:
                 rows = self._conn.execute(sql, (weights, any_word, any_word, *params, depth)).fetchall()
-        return {row[0]: float(row[1]) for row in rows}
-
-    def _keyword_scores(self, query: str, keys: Sequence[str], title_weight: float) -> dict[str, float]:
-        """``{id: ts_rank}`` of the chunks among ``keys`` sharing a lexeme with ``query``, ranked as ``_keyword_hits``
-        ranks."""
-        with self._lock:
-            lexemes = self._lexemes(query)
-            if not lexemes or not keys:
-                return {}
-            any_word = tsquery_text(lexemes)
-            rows = self._conn.execute(
-                "SELECT id, ts_rank(CAST(%s AS real[]), tsv, q) FROM chunks, CAST(%s AS tsquery) AS q"
-                " WHERE id = ANY(%s) AND tsv @@ q",
-                (rank_weights(title_weight), any_word, list(keys)),
-            ).fetchall()
-        return {row[0]: float(row[1]) for row in rows}
+            extra = (
+                # The scored chunks by id: materialised, so the planner cannot take the GIN index and rank every
+                # chunk sharing a word with the query.
+                self._conn.execute(
+                    "WITH picked AS MATERIALIZED (SELECT id, tsv FROM chunks WHERE id = ANY(%s))"
+                    " SELECT id, ts_rank(CAST(%s AS real[]), tsv, q) FROM picked, CAST(%s AS tsquery) AS q"
+                    " WHERE tsv @@ q",
+                    (list(scored), weights, any_word),
+                ).fetchall()
+                if scored
+                else []
+            )
+        return {row[0]: float(row[1]) for row in rows}, {row[0]: float(row[1]) for row in extra}
 
     def _lexemes(self, query: str) -> list[str]:
         """The lexemes of ``query``: Postgres's own parser, stemmer and stop words, exactly as for the stored tsv.

@@ -204,20 +204,25 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
         where, params = self._filter_sql(filters)
         vector = np.asarray(self.embeddings.embed_query(query), dtype=np.float32) if mode != "keyword" else None
         vector_hits = self._vector_hits(vector, depth, where, params) if vector is not None else {}
-        keyword_hits = self._keyword_hits(query, depth, where, params, options.title_weight) if mode != "vector" else {}
+        fill = mode == "hybrid" and options.fusion == "convex" and options.fill_scores
+        keyword_hits, keyword_scores = (
+            self._keyword_hits(query, depth, where, params, options.title_weight, list(vector_hits) if fill else [])
+            if mode != "vector"
+            else ({}, {})
+        )
         if vector_hits and 1.0 - min(vector_hits.values()) < options.relevance_floor:
             return []
         vector_ranks = {key: rank for rank, key in enumerate(vector_hits, start=1)}
         keyword_ranks = {key: rank for rank, key in enumerate(keyword_hits, start=1)}
         vectors: dict[Key, np.ndarray] | None = None
-        distances, keyword_scores = vector_hits, keyword_hits
+        distances = vector_hits
+        keyword_scores.update(keyword_hits)
         weights = [options.vector_weight, options.keyword_weight]
         if options.fusion == "rrf":
             scores = fuse_rankings([vector_ranks, keyword_ranks], weights=weights, k=options.rrf_k)
         else:
-            if vector is not None and mode == "hybrid" and options.fill_scores:
-                filled = self._fill_scores(query, vector, vector_hits, keyword_hits, options.title_weight)
-                vectors, distances, keyword_scores = filled
+            if fill and vector is not None:
+                vectors, distances = self._fill_distances(vector, vector_hits, keyword_hits)
             # Similarity and the oriented full-text score, so that higher is better on both sides. Filled, every
             # candidate is on both sides, and one sharing no word with the query scores 0, below every match.
             keyword_side = (
@@ -244,21 +249,16 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
             results.append((document, scores[key]))
         return results
 
-    def _fill_scores(
-        self,
-        query: str,
-        vector: np.ndarray,
-        vector_hits: dict[Key, float],
-        keyword_hits: dict[Key, float],
-        title_weight: float,
-    ) -> tuple[dict[Key, np.ndarray], dict[Key, float], dict[Key, float]]:
-        """Both sides' scores of every candidate: the candidates' vectors, cosine distances and full-text scores.
+    def _fill_distances(
+        self, vector: np.ndarray, vector_hits: dict[Key, float], keyword_hits: dict[Key, float]
+    ) -> tuple[dict[Key, np.ndarray], dict[Key, float]]:
+        """The stored vectors of every candidate and the cosine distance of each to the query's ``vector``.
 
-        Without this, a chunk that one side ranks just past its ``depth`` candidates counts as that side's worst,
-        however close it came: a paragraph BM25 ranks first that is also the 25th nearest by meaning loses to one
-        that is 19th nearest and shares nothing with the query. Its own distance (from the stored vector, which
-        the near-duplicate cut reads anyway) and full-text score (one query over only these chunks) are cheap.
-        Full-text scores are left out for chunks sharing no word with the query.
+        With ``SearchOptions.fill_scores`` each side scores every candidate: without it, a chunk that one side
+        ranks just past its ``depth`` candidates counts as that side's worst, however close it came (a paragraph
+        BM25 ranks first and the 25th nearest by meaning loses to the 19th nearest that shares nothing with the
+        query). Here the vector side's part: the distances come from the stored vectors, which the near-duplicate
+        cut reads anyway; the full-text scores of the vector side's candidates come with the keyword query.
         """
         candidates = list(dict.fromkeys([*vector_hits, *keyword_hits]))
         vectors = self._vectors(candidates)
@@ -266,11 +266,7 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
         distances = {
             key: vector_hits[key] if key in vector_hits else 1.0 - _cosine(vectors[key], unit) for key in candidates
         }
-        missing = [key for key in vector_hits if key not in keyword_hits]
-        keyword_scores = dict(keyword_hits)
-        if missing and keyword_hits:
-            keyword_scores.update(self._keyword_scores(query, missing, title_weight))
-        return vectors, distances, keyword_scores
+        return vectors, distances
 
     def _diversify(
         self,
@@ -314,14 +310,10 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
 
     @abstractmethod
     def _keyword_hits(
-        self, query: str, depth: int, where: str, params: list[Any], title_weight: float
-    ) -> dict[Key, float]:
-        """``{key: full-text score}`` of the ``depth`` best full-text matches passing the filter, best first."""
-
-    @abstractmethod
-    def _keyword_scores(self, query: str, keys: Sequence[Key], title_weight: float) -> dict[Key, float]:
-        """``{key: full-text score}`` of those chunks among ``keys`` that share a word with ``query``, as
-        ``_keyword_hits`` scores them."""
+        self, query: str, depth: int, where: str, params: list[Any], title_weight: float, scored: Sequence[Key]
+    ) -> tuple[dict[Key, float], dict[Key, float]]:
+        """``{key: full-text score}`` of the ``depth`` best full-text matches passing the filter, best first, and the
+        scores of the chunks among ``scored`` that share a word with the query (for ``fill_scores``)."""
 
     @abstractmethod
     def _vectors(self, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
@@ -495,32 +487,32 @@ class ChunkStore(HybridSearchStore[int]):
         return {row[0]: float(row[1]) for row in rows}
 
     def _keyword_hits(
-        self, query: str, depth: int, where: str, params: list[Any], title_weight: float
-    ) -> dict[int, float]:
-        """``{rowid: bm25}`` of the ``depth`` best full-text matches passing the filter, best first."""
+        self, query: str, depth: int, where: str, params: list[Any], title_weight: float, scored: Sequence[int]
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """``{rowid: bm25}`` of the ``depth`` best full-text matches passing the filter, best first, and of those
+        among ``scored`` that match."""
         match = fts_query(query)
         if not match:
-            return {}
+            return {}, {}
         # The join to chunks is only needed for a filter; without one it costs more than the search.
         join = "" if where == "1" else " JOIN chunks c ON c.rowid = f.rowid"
-        rows = self.db.query(
+        matches = (
             f"SELECT f.rowid, bm25(chunks_fts, ?, 1.0) AS score FROM chunks_fts f{join}"
-            f" WHERE chunks_fts MATCH ? AND {where} ORDER BY score LIMIT ?",
-            (title_weight, match, *params, depth),
+            f" WHERE chunks_fts MATCH ? AND {where}"
         )
-        return {row[0]: float(row[1]) for row in rows}
-
-    def _keyword_scores(self, query: str, keys: Sequence[int], title_weight: float) -> dict[int, float]:
-        """``{rowid: bm25}`` of the chunks among ``keys`` matching the full-text query (a rowid seek each)."""
-        match = fts_query(query)
-        if not match or not keys:
-            return {}
+        if not scored:
+            rows = self.db.query(f"{matches} ORDER BY score LIMIT ?", (title_weight, match, *params, depth))
+            return {row[0]: float(row[1]) for row in rows}, {}
+        # One full-text scan serves both: FTS5 evaluates the whole query for any MATCH, even one restricted by rowid,
+        # so a second query for the scored chunks would cost as much as the first.
         rows = self.db.query(
-            "SELECT rowid, bm25(chunks_fts, ?, 1.0) FROM chunks_fts"
-            f" WHERE chunks_fts MATCH ? AND rowid IN {in_list(keys)}",
-            (title_weight, match, *keys),
+            f"WITH matches AS MATERIALIZED ({matches})"
+            " SELECT rowid, score, 1 FROM (SELECT rowid, score FROM matches ORDER BY score LIMIT ?)"
+            f" UNION ALL SELECT rowid, score, 0 FROM matches WHERE rowid IN {in_list(scored)}",
+            (title_weight, match, *params, depth, *scored),
         )
-        return {row[0]: float(row[1]) for row in rows}
+        best = sorted((row for row in rows if row[2]), key=lambda row: row[1])
+        return {row[0]: float(row[1]) for row in best}, {row[0]: float(row[1]) for row in rows if not row[2]}
 
     @staticmethod
     def _document(row: Any) -> Document:
