@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     )
     fusion_vector_weight: float = Field(1.0, ge=0, description="Weight of the vector side in hybrid fusion.")
     fusion_keyword_weight: float = Field(1.5, ge=0, description="Weight of the full-text side in hybrid fusion.")
+    fusion_fill_scores: bool = Field(
+        True,
+        description=(
+            "Convex fusion scores a chunk found by one side on the other too (its cosine similarity, its full-text"
+            " score), rather than as that side's worst."
+        ),
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: larger flattens the top ranks.")
     bm25_title_weight: float = Field(2.0, ge=0, description="BM25 weight of a title match relative to the text.")
     duplicate_similarity: float = Field(

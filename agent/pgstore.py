@@ -299,15 +299,15 @@ class PgChunkStore(HybridSearchStore[str]):
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
 
-    def _vector_hits(self, query: str, depth: int, where: str, params: list[Any]) -> dict[str, float]:
-        vector = vector_literal(self._embeddings.embed_query(query))
+    def _vector_hits(self, vector: np.ndarray, depth: int, where: str, params: list[Any]) -> dict[str, float]:
+        literal = vector_literal(vector)
         with self._lock:
             # HNSW returns at most ef_search rows, so a deeper ranking needs a wider search; SET LOCAL lasts until
             # the end of search()'s snapshot transaction, so the shared connection keeps no stale width.
             self._conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(self.ef_search, depth))}")
             rows = self._conn.execute(
                 f"SELECT id, embedding <=> %s::vector AS distance FROM chunks WHERE {where} ORDER BY distance LIMIT %s",
-                (vector, *params, depth),
+                (literal, *params, depth),
             ).fetchall()
             if len(rows) < depth and where != "TRUE":
                 # Fewer than asked: the filter keeps fewer chunks, or the iterative scan gave up (after
@@ -316,20 +316,19 @@ class PgChunkStore(HybridSearchStore[str]):
                 rows = self._conn.execute(
                     f"WITH matching AS MATERIALIZED (SELECT id, embedding FROM chunks WHERE {where})"
                     " SELECT id, embedding <=> %s::vector AS distance FROM matching ORDER BY distance LIMIT %s",
-                    (*params, vector, depth),
+                    (*params, literal, depth),
                 ).fetchall()
         return {chunk_id: float(distance) for chunk_id, distance in sorted(rows, key=lambda row: row[1])}
 
     def _keyword_hits(
-        self, query: str, depth: int, where: str, params: list[Any], title_weight: float
-    ) -> dict[str, float]:
+        self, query: str, depth: int, where: str, params: list[Any], title_weight: float, scored: Sequence[str]
+    ) -> tuple[dict[str, float], dict[str, float]]:
         sql = _KEYWORD_SQL.format(where=where)
         weights = rank_weights(title_weight)
         with self._lock:
-            # Postgres's own parser, stemmer and stop words make the lexemes, exactly as for the stored tsv.
-            lexemes = self._conn.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", (query,)).fetchone()[0]
+            lexemes = self._lexemes(query)
             if not lexemes:
-                return {}
+                return {}, {}
             any_word = tsquery_text(lexemes)
             rows: list[tuple[Any, ...]] = []
             if 2 < len(lexemes) <= MAX_PAIRED_LEXEMES:
@@ -341,7 +340,26 @@ class PgChunkStore(HybridSearchStore[str]):
                 rows = self._conn.execute(sql, (weights, any_word, pairs, *params, depth)).fetchall()
             if len(rows) < depth:
                 rows = self._conn.execute(sql, (weights, any_word, any_word, *params, depth)).fetchall()
-        return {row[0]: float(row[1]) for row in rows}
+            extra = (
+                # The scored chunks by id: materialised, so the planner cannot take the GIN index and rank every
+                # chunk sharing a word with the query.
+                self._conn.execute(
+                    "WITH picked AS MATERIALIZED (SELECT id, tsv FROM chunks WHERE id = ANY(%s))"
+                    " SELECT id, ts_rank(CAST(%s AS real[]), tsv, q) FROM picked, CAST(%s AS tsquery) AS q"
+                    " WHERE tsv @@ q",
+                    (list(scored), weights, any_word),
+                ).fetchall()
+                if scored
+                else []
+            )
+        return {row[0]: float(row[1]) for row in rows}, {row[0]: float(row[1]) for row in extra}
+
+    def _lexemes(self, query: str) -> list[str]:
+        """The lexemes of ``query``: Postgres's own parser, stemmer and stop words, exactly as for the stored tsv.
+
+        The caller holds the lock.
+        """
+        return self._conn.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", (query,)).fetchone()[0]
 
     def _vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         with self._lock:

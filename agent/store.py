@@ -97,6 +97,10 @@ class SearchOptions:
     relevance_floor: float = 0.2
     # Candidates taken from each side before fusion, as a multiple of k (at least 20).
     depth_factor: int = 4
+    # Convex fusion scores every candidate on both sides: a chunk only one side found gets its real cosine
+    # similarity or full-text score on the other (0 there only when it shares no word with the query), rather
+    # than counting as the worst of that side's candidates.
+    fill_scores: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchOptions:
@@ -109,6 +113,7 @@ class SearchOptions:
             title_weight=settings.bm25_title_weight,
             duplicate_similarity=settings.duplicate_similarity,
             relevance_floor=settings.relevance_floor,
+            fill_scores=settings.fusion_fill_scores,
         )
 
 
@@ -155,6 +160,11 @@ def filter_sql(filters: Filters | None) -> tuple[str, list[Any]]:
     return (" AND ".join(clauses) or "1"), params
 
 
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of ``a`` and the unit vector ``b``."""
+    return float(a @ b) / (float(np.linalg.norm(a)) or 1.0)
+
+
 class HybridSearchStore(VectorStore, ABC, Generic[Key]):
     """What every railgraph chunk store offers: ``search`` by mode, and LangChain's search API on top of it.
 
@@ -181,34 +191,49 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
         ``filters`` (``source``, ``doc_id``, ``type``, ``tags``) restrict both sides inside the SQL query;
         ``options`` default to the store's own. Each document's metadata gains ``vector_rank``/``vector_distance``
         (cosine distance) and ``keyword_rank``/``keyword_score`` (the store's full-text score: FTS5 bm25, lower is
-        better; Postgres ts_rank, higher is better), None where that side missed it. Nothing is returned when the
-        query's nearest chunk is less similar than the relevance floor (vector and hybrid modes; keyword mode has
-        no similarity to judge by).
+        better; Postgres ts_rank, higher is better): a rank is None where that side's candidates missed the chunk,
+        and so is its score unless hybrid convex fusion filled it in (``SearchOptions.fill_scores``: every
+        candidate's distance, and the full-text score of every candidate sharing a word with the query). Nothing is
+        returned when the query's nearest chunk is less similar than the relevance floor (vector and hybrid modes;
+        keyword mode has no similarity to judge by).
         """
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
         options = options or self.options
         depth = max(k * options.depth_factor, 20)
         where, params = self._filter_sql(filters)
-        vector_hits = self._vector_hits(query, depth, where, params) if mode != "keyword" else {}
-        keyword_hits = self._keyword_hits(query, depth, where, params, options.title_weight) if mode != "vector" else {}
+        vector = np.asarray(self.embeddings.embed_query(query), dtype=np.float32) if mode != "keyword" else None
+        vector_hits = self._vector_hits(vector, depth, where, params) if vector is not None else {}
+        fill = mode == "hybrid" and options.fusion == "convex" and options.fill_scores
+        keyword_hits, keyword_scores = (
+            self._keyword_hits(query, depth, where, params, options.title_weight, list(vector_hits) if fill else [])
+            if mode != "vector"
+            else ({}, {})
+        )
         if vector_hits and 1.0 - min(vector_hits.values()) < options.relevance_floor:
             return []
         vector_ranks = {key: rank for rank, key in enumerate(vector_hits, start=1)}
         keyword_ranks = {key: rank for rank, key in enumerate(keyword_hits, start=1)}
+        vectors: dict[Key, np.ndarray] | None = None
+        distances = vector_hits
+        keyword_scores.update(keyword_hits)
         weights = [options.vector_weight, options.keyword_weight]
         if options.fusion == "rrf":
             scores = fuse_rankings([vector_ranks, keyword_ranks], weights=weights, k=options.rrf_k)
         else:
-            # Similarity and the oriented full-text score, so that higher is better on both sides.
-            scores = fuse_scores(
-                [
-                    {key: 1.0 - distance for key, distance in vector_hits.items()},
-                    {key: self.keyword_score_sign * score for key, score in keyword_hits.items()},
-                ],
-                weights=weights,
+            if fill and vector is not None:
+                vectors, distances = self._fill_distances(vector, vector_hits, keyword_hits)
+            # Similarity and the oriented full-text score, so that higher is better on both sides. Filled, every
+            # candidate is on both sides, and one sharing no word with the query scores 0, below every match.
+            keyword_side = (
+                {key: self.keyword_score_sign * keyword_scores.get(key, 0.0) for key in distances}
+                if vectors is not None
+                else {key: self.keyword_score_sign * score for key, score in keyword_hits.items()}
             )
-        best = self._diversify(scores, k, options.duplicate_similarity)
+            scores = fuse_scores(
+                [{key: 1.0 - distance for key, distance in distances.items()}, keyword_side], weights=weights
+            )
+        best = self._diversify(scores, k, options.duplicate_similarity, vectors)
         if not best:
             return []
         documents = self._documents(best)
@@ -217,25 +242,52 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
             document = documents[key]
             document.metadata.update(
                 vector_rank=vector_ranks.get(key),
-                vector_distance=vector_hits.get(key),
+                vector_distance=distances.get(key),
                 keyword_rank=keyword_ranks.get(key),
-                keyword_score=keyword_hits.get(key),
+                keyword_score=keyword_scores.get(key),
             )
             results.append((document, scores[key]))
         return results
 
-    def _diversify(self, scores: dict[Key, float], k: int, duplicate_similarity: float) -> list[Key]:
+    def _fill_distances(
+        self, vector: np.ndarray, vector_hits: dict[Key, float], keyword_hits: dict[Key, float]
+    ) -> tuple[dict[Key, np.ndarray], dict[Key, float]]:
+        """The stored vectors of every candidate and the cosine distance of each to the query's ``vector``.
+
+        With ``SearchOptions.fill_scores`` each side scores every candidate: without it, a chunk that one side
+        ranks just past its ``depth`` candidates counts as that side's worst, however close it came (a paragraph
+        BM25 ranks first and the 25th nearest by meaning loses to the 19th nearest that shares nothing with the
+        query). Here the vector side's part: the distances come from the stored vectors, which the near-duplicate
+        cut reads anyway; the full-text scores of the vector side's candidates come with the keyword query.
+        """
+        candidates = list(dict.fromkeys([*vector_hits, *keyword_hits]))
+        vectors = self._vectors(candidates)
+        unit = vector / (float(np.linalg.norm(vector)) or 1.0)
+        distances = {
+            key: vector_hits[key] if key in vector_hits else 1.0 - _cosine(vectors[key], unit) for key in candidates
+        }
+        return vectors, distances
+
+    def _diversify(
+        self,
+        scores: dict[Key, float],
+        k: int,
+        duplicate_similarity: float,
+        vectors: dict[Key, np.ndarray] | None = None,
+    ) -> list[Key]:
         """Up to ``k`` keys in fused order, skipping any chunk nearly identical to one already taken.
 
         Near-duplicates (the same paragraph in two files, a re-uploaded page, overlapping neighbours) would
         otherwise fill the sources with one passage; cosine similarity of their vectors finds them. This is
         a hard cut rather than MMR's weighted trade-off: fused RRF scores of neighbouring ranks differ by
-        about 1%, so any weighted diversity term reorders distinct relevant chunks too.
+        about 1%, so any weighted diversity term reorders distinct relevant chunks too. ``vectors``, when given,
+        are the candidates' stored vectors, already read.
         """
         candidates = list(scores)
         if duplicate_similarity >= 1.0 or len(candidates) <= 1:
             return candidates[:k]
-        vectors = self._vectors(candidates)
+        if vectors is None:
+            vectors = self._vectors(candidates)
         picked: list[Key] = []
         for key in candidates:
             vector = vectors.get(key)
@@ -252,14 +304,16 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
         """The store's SQL condition (and parameters) for ``filters``; see ``filter_values``."""
 
     @abstractmethod
-    def _vector_hits(self, query: str, depth: int, where: str, params: list[Any]) -> dict[Key, float]:
-        """``{key: cosine distance}`` of the ``depth`` nearest chunks passing the filter, nearest first."""
+    def _vector_hits(self, vector: np.ndarray, depth: int, where: str, params: list[Any]) -> dict[Key, float]:
+        """``{key: cosine distance}`` of the ``depth`` chunks nearest the query's ``vector`` passing the filter, nearest
+        first."""
 
     @abstractmethod
     def _keyword_hits(
-        self, query: str, depth: int, where: str, params: list[Any], title_weight: float
-    ) -> dict[Key, float]:
-        """``{key: full-text score}`` of the ``depth`` best full-text matches passing the filter, best first."""
+        self, query: str, depth: int, where: str, params: list[Any], title_weight: float, scored: Sequence[Key]
+    ) -> tuple[dict[Key, float], dict[Key, float]]:
+        """``{key: full-text score}`` of the ``depth`` best full-text matches passing the filter, best first, and the
+        scores of the chunks among ``scored`` that share a word with the query (for ``fill_scores``)."""
 
     @abstractmethod
     def _vectors(self, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
@@ -408,9 +462,9 @@ class ChunkStore(HybridSearchStore[int]):
         rows = self.db.query(f"SELECT {_COLUMNS} FROM chunks c WHERE c.rowid IN ({marks})", tuple(keys))
         return {row[0]: self._document(row) for row in rows}
 
-    def _vector_hits(self, query: str, depth: int, where: str, params: list[Any]) -> dict[int, float]:
-        """``{rowid: cosine distance}`` of the ``depth`` nearest chunks passing the filter, nearest first."""
-        vector = np.asarray(self._embeddings.embed_query(query), dtype=np.float32).tobytes()
+    def _vector_hits(self, vector: np.ndarray, depth: int, where: str, params: list[Any]) -> dict[int, float]:
+        """``{rowid: cosine distance}`` of the ``depth`` chunks nearest ``vector`` passing the filter, nearest first."""
+        blob = np.asarray(vector, dtype=np.float32).tobytes()
         if where == "1":
             # Candidates by Hamming distance between sign bits (a scan of 48-byte codes), re-ranked by exact cosine:
             # under a third of the time of vec0's exact KNN at 100k chunks, and exact outright while the store holds
@@ -420,7 +474,7 @@ class ChunkStore(HybridSearchStore[int]):
                 " FROM (SELECT rowid FROM chunks_quantized INDEXED BY chunks_quantized_bits"
                 " ORDER BY vec_distance_hamming(vec_bit(bits), vec_quantize_binary(?)) LIMIT ?) AS candidates"
                 " JOIN chunks_quantized q ON q.rowid = candidates.rowid ORDER BY distance LIMIT ?",
-                (vector, vector, depth * _CANDIDATE_FACTOR, depth),
+                (blob, blob, depth * _CANDIDATE_FACTOR, depth),
             )
         else:
             # A KNN cannot see the chunks table, so over-fetching and dropping could return too few; an exact scan
@@ -428,25 +482,37 @@ class ChunkStore(HybridSearchStore[int]):
             rows = self.db.query(
                 "SELECT q.rowid, vec_distance_cosine(q.embedding, ?) AS distance"
                 f" FROM chunks c JOIN chunks_quantized q ON q.rowid = c.rowid WHERE {where} ORDER BY distance LIMIT ?",
-                (vector, *params, depth),
+                (blob, *params, depth),
             )
         return {row[0]: float(row[1]) for row in rows}
 
     def _keyword_hits(
-        self, query: str, depth: int, where: str, params: list[Any], title_weight: float
-    ) -> dict[int, float]:
-        """``{rowid: bm25}`` of the ``depth`` best full-text matches passing the filter, best first."""
+        self, query: str, depth: int, where: str, params: list[Any], title_weight: float, scored: Sequence[int]
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """``{rowid: bm25}`` of the ``depth`` best full-text matches passing the filter, best first, and of those
+        among ``scored`` that match."""
         match = fts_query(query)
         if not match:
-            return {}
+            return {}, {}
         # The join to chunks is only needed for a filter; without one it costs more than the search.
         join = "" if where == "1" else " JOIN chunks c ON c.rowid = f.rowid"
-        rows = self.db.query(
+        matches = (
             f"SELECT f.rowid, bm25(chunks_fts, ?, 1.0) AS score FROM chunks_fts f{join}"
-            f" WHERE chunks_fts MATCH ? AND {where} ORDER BY score LIMIT ?",
-            (title_weight, match, *params, depth),
+            f" WHERE chunks_fts MATCH ? AND {where}"
         )
-        return {row[0]: float(row[1]) for row in rows}
+        if not scored:
+            rows = self.db.query(f"{matches} ORDER BY score LIMIT ?", (title_weight, match, *params, depth))
+            return {row[0]: float(row[1]) for row in rows}, {}
+        # One full-text scan serves both: FTS5 evaluates the whole query for any MATCH, even one restricted by rowid,
+        # so a second query for the scored chunks would cost as much as the first.
+        rows = self.db.query(
+            f"WITH matches AS MATERIALIZED ({matches})"
+            " SELECT rowid, score, 1 FROM (SELECT rowid, score FROM matches ORDER BY score LIMIT ?)"
+            f" UNION ALL SELECT rowid, score, 0 FROM matches WHERE rowid IN {in_list(scored)}",
+            (title_weight, match, *params, depth, *scored),
+        )
+        best = sorted((row for row in rows if row[2]), key=lambda row: row[1])
+        return {row[0]: float(row[1]) for row in best}, {row[0]: float(row[1]) for row in rows if not row[2]}
 
     @staticmethod
     def _document(row: Any) -> Document:

@@ -272,7 +272,7 @@ def main() -> None:
         depth = max(args.k * SearchOptions().depth_factor, 20)
 
         def quantised(query: str) -> list[int]:
-            return list(sqlite_store._vector_hits(query, depth, "1", []))
+            return list(sqlite_store._vector_hits(embeddings.vectors[query], depth, "1", []))
 
         def exact(query: str) -> list[int]:
             sql = "SELECT rowid FROM exact_vec WHERE embedding MATCH ? AND k = ? ORDER BY distance"

@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from agent import Settings
 from agent.db import Database
 from agent.embeddings import default_embeddings
 from agent.pgstore import PgChunkStore, tsquery_text
@@ -59,6 +60,43 @@ ARTICLES = {
 }
 # The Rhine Gorge paragraph, stored a second time as someone's notes.
 COPIED = "xq-a41-p00"
+
+
+# More plant-care sentences than a search takes from each side (20): their meaning is the query's, their words not.
+POTTING = [
+    "Move a succulent to a larger pot in spring, when its roots fill the old one.",
+    "When transplanting a succulent, shake off the old soil and trim dead roots.",
+    "Use a gritty, fast-draining mix when you move a succulent into a new pot.",
+    "Wear thick gloves to handle spiny succulents while moving them to a bigger pot.",
+    "Wait a week before watering a freshly transplanted succulent.",
+    "A terracotta pot with a drainage hole keeps succulent roots from rotting.",
+    "Transplant a root-bound houseplant into a pot one size larger.",
+    "Loosen the root ball gently before setting a plant in fresh potting soil.",
+    "Desert succulents need a sandy soil mix and very little water.",
+    "Choose a pot only slightly wider than the plant's root ball.",
+    "Wrap a prickly plant in folded newspaper to lift it out of its pot.",
+    "Fresh potting mix gives a transplanted plant new nutrients.",
+    "Spring is the best season to move houseplants into bigger containers.",
+    "Check the roots for rot when you take a plant out of its container.",
+    "Succulents store water in their thick stems and leaves.",
+    "Put gravel at the bottom of a planter so water drains away from the roots.",
+    "A plant outgrows its pot when roots poke out of the drainage hole.",
+    "After transplanting, keep the plant out of direct sun for a few days.",
+    "Agaves and aloes are succulents that like dry, well-drained soil.",
+    "Use tongs to hold a spiky plant while you change its container.",
+    "Houseplants in small pots dry out quickly and need more frequent watering.",
+    "Trim damaged roots with clean scissors before replanting a succulent.",
+    "Water a potted succulent only when its soil is completely dry.",
+    "Cut a small offset from the mother succulent and plant it in its own pot.",
+    "Moving a plant stresses it, so avoid fertilising it for a month afterwards.",
+    "A succulent in a plastic pot keeps its soil moist for longer than one in clay.",
+    "Most succulents want four to six hours of bright light a day.",
+    "Let the cut end of a succulent cutting dry before planting it.",
+    "Old potting soil compacts and stops air reaching a plant's roots.",
+    "Jade plants and echeverias can be moved to new pots every two years.",
+    "Place a coffee filter over the drainage hole to keep soil in the pot.",
+    "Spiny plants can be lifted with a rolled towel wrapped around the stem.",
+]
 
 
 @contextmanager
@@ -281,6 +319,30 @@ def test_fusion_weights_decide_which_side_wins(any_filled: HybridSearchStore, fu
     assert "chunk-0" not in ids(vector_only)
     (best, _), *_ = any_filled.search(query, 3, options=SearchOptions(fusion=fusion))
     assert best.id == "chunk-0" and best.metadata["keyword_rank"] == 1 and best.metadata["vector_rank"] > 3
+
+
+def test_convex_fusion_scores_each_candidate_on_both_sides(any_store: HybridSearchStore) -> None:
+    # Two chunks name the zorblat: the plant (nearest of all by meaning) and a band (named twice, so the better
+    # full-text match, but further by meaning than every plant sentence, past the vector side's 20 candidates).
+    plant = "The zorblat is a small spiny plant from the dry hills of Peru."
+    band = "Zorblat were a punk band from Leeds; Zorblat split up in 1979."
+    any_store.add_texts(
+        [*POTTING, plant, band],
+        [{"source": f"{n}.txt"} for n in range(len(POTTING) + 2)],
+        ids=[f"pot-{n}" for n in range(len(POTTING))] + ["plant", "band"],
+    )
+    query = "How do I repot a zorblat cactus?"
+    filled = any_store.search(query, 2)
+    assert ids(filled) == ["plant", "band"]
+    plant_hit, band_hit = (document.metadata for document, _ in filled)
+    assert (plant_hit["vector_rank"], plant_hit["keyword_rank"], band_hit["keyword_rank"]) == (1, 2, 1)
+    # The band was not among the nearest, yet its distance is known (and counts); the plant's good full-text
+    # match counts too, instead of being the worst of the two matches.
+    assert band_hit["vector_rank"] is None and band_hit["vector_distance"] > plant_hit["vector_distance"]
+    # Unfilled, the plant is the full-text side's worst candidate (0 there) and the band the vector side's.
+    unfilled = any_store.search(query, 2, options=SearchOptions(fill_scores=False))
+    assert ids(unfilled) == ["band", "plant"] and unfilled[0][0].metadata["vector_distance"] is None
+    assert SearchOptions.from_settings(Settings(fusion_fill_scores=False)).fill_scores is False
 
 
 def test_hybrid_finds_by_meaning_what_keywords_miss(any_filled: HybridSearchStore) -> None:
