@@ -9,11 +9,8 @@ imported the ordinary way, because NeMo re-executes ``actions.py`` for every ``L
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -81,61 +78,12 @@ def check_yara(text: str, rules_path: Path) -> Finding:
 # --- embeddings ---------------------------------------------------------------------------------
 
 
-_FEATURES_KEPT = 64
-
-
-class _WindowFeatures:
-    """MiniLM features of the last ``_FEATURES_KEPT`` windows checked, and of windows being computed ahead."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._features: OrderedDict[str, Future[np.ndarray]] = OrderedDict()
-
-    def submit(self, window: str) -> Future[np.ndarray]:
-        from agent.embeddings import default_embeddings
-
-        with self._lock:
-            future = self._features.get(window)
-            if future is None:
-                future = self._features[window] = default_embeddings().submit_features([window])
-                if len(self._features) > _FEATURES_KEPT:
-                    self._features.popitem(last=False)
-            self._features.move_to_end(window)
-            return future
-
-    def forget(self, window: str) -> None:
-        with self._lock:
-            self._features.pop(window, None)
-
-
-_window_features = _WindowFeatures()
-
-
-def prefetch_window(window: str) -> None:
-    """Start computing ``window_features(window)`` on MiniLM's thread and return at once.
-
-    ``rails.Guard`` calls it before handing a prompt to NeMo: the model (which releases the GIL) then runs while
-    NeMo's Colang runtime (pure Python) works through the flows up to the first rail that reads the features.
-    """
-    _window_features.submit(window)
-
-
-def window_features(window: str) -> np.ndarray:
-    """MiniLM features of one window (``agent.embeddings.pooled_features``); the input rails of a turn share the
-    prompt's first window."""
-    try:
-        return _window_features.submit(window).result()[0]
-    except Exception:
-        # A failed computation is not kept: the next check of the window tries again.
-        _window_features.forget(window)
-        raise
-
-
+@lru_cache(maxsize=64)
 def window_embedding(window: str) -> np.ndarray:
-    """MiniLM sentence embedding of one window (part of its ``window_features``)."""
-    from agent.embeddings import SENTENCE_COLUMNS
+    """MiniLM embedding of one window; the input rails of a turn share the prompt's first window."""
+    from agent.embeddings import default_embeddings
 
-    return window_features(window)[SENTENCE_COLUMNS]
+    return default_embeddings().encode([window])[0]
 
 
 @lru_cache(maxsize=8)
@@ -170,15 +118,15 @@ def check_prompt_attack(text: str, models_dir: Path, threshold: float | None = N
     if lookalike:
         limit = max(limit, model.lookalike_threshold)
     windows = split_windows(text)
-    scores = model.window_scores(window_features(windows[0])[None, :])
+    scores = model.window_scores(window_embedding(windows[0])[None, :])
     if scores[0] < limit and len(windows) > 1:
-        scores = np.concatenate([scores, model.window_scores(default_embeddings().encode_features(windows[1:]))])
+        scores = np.concatenate([scores, model.window_scores(default_embeddings().encode(windows[1:]))])
     best = int(np.argmax(scores))
     score = float(scores[best])
     where = f" (window {best + 1} of {len(windows)})" if len(windows) > 1 else ""
     relation = ">=" if score >= limit else "<"
     why = f" (look-alike: {', '.join(lookalike)})" if lookalike else ""
-    return Finding(score >= limit, f"score {score:.2f} {relation} {limit:g}{where}{why}", score)
+    return Finding(score >= limit, f"score {score:.2f} {relation} {limit:.2f}{where}{why}", score)
 
 
 def chunk_injection_settings(custom_data: dict[str, Any], config_dir: Path) -> dict[str, Any]:
@@ -191,7 +139,7 @@ def chunk_injection_settings(custom_data: dict[str, Any], config_dir: Path) -> d
         "rules_path": config_dir / rules,
         "models_dir": config_dir / models,
         "threshold": float(settings.get("threshold", 0.7)),
-        "heads": tuple(settings.get("heads") or ("document_injection",)),
+        "heads": tuple(settings.get("heads") or ("jailbreak_injection",)),
     }
 
 
@@ -207,7 +155,7 @@ def check_chunk_injection(
     rules = [yara_matches(text, rules_path) for text in texts]
     windows = {i: split_windows(text) for i, text in enumerate(texts) if not rules[i]}
     flat = [window for each in windows.values() for window in each]
-    scores = model.window_scores(default_embeddings().encode_features(flat), heads) if flat else np.zeros(0)
+    scores = model.window_scores(default_embeddings().encode(flat), heads) if flat else np.zeros(0)
     findings: list[Finding] = []
     start = 0
     for i, matched in enumerate(rules):

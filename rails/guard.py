@@ -47,8 +47,6 @@ _ACTIONS = {
     "injection retrieval": "chunk_injection_check",
 }
 _PII_FLOWS = ("pii input", "pii output", "pii retrieval")
-# Input rails that read the MiniLM features of the prompt's first window (rails.checks.window_features).
-_FEATURE_FLOWS = frozenset({"prompt attack", "political opinions", "off limits topics", "dialog"})
 # The retrieval rails `screen_chunks` runs (NeMo runs retrieval rails only inside its own generation).
 INJECTION_CHUNK_RAIL = "injection retrieval"
 PII_CHUNK_RAIL = "pii retrieval"
@@ -135,10 +133,6 @@ class Guard:
         self._rails = _build_rails(config, self.config_dir, llm)
         self._pii = _pii_settings(config, self.config_dir)
         retrieval_flows = config.rails.retrieval.flows
-        self._mask_input = "pii input" in config.rails.input.flows
-        self.prefetch_features = bool(_FEATURE_FLOWS & set(config.rails.input.flows))
-        """Whether ``check_input`` starts the prompt's MiniLM features before NeMo runs the input flows (on when a
-        flow reads them: the model then runs while NeMo's runtime works; bench/guard_latency.py measures it)."""
         self._chunk_rails = [flow for flow in retrieval_flows if flow in (INJECTION_CHUNK_RAIL, PII_CHUNK_RAIL)]
         self._chunk_injection = checks.chunk_injection_settings(config.custom_data, self.config_dir)
         policies = config.custom_data.get("policies") or {}
@@ -260,12 +254,6 @@ class Guard:
     async def _check_input(self, text: str) -> RailsOutcome:
         if not isinstance(text, str):
             raise TypeError(f"check_input needs a str, not {type(text).__name__}")
-        if self.prefetch_features:
-            from rails import checks
-            from rails.prompt_attack import split_windows
-
-            # MiniLM reads the prompt's first window on its own thread while NeMo's runtime starts the flows.
-            checks.prefetch_window(split_windows(text)[0])
         return await self._run("input", [{"role": "user", "content": text}], text)
 
     async def _check_output(self, question: str, answer: str, sources: list[str]) -> RailsOutcome:
@@ -307,12 +295,11 @@ class Guard:
         pii_masked = any(v["rail"] in _PII_FLOWS and v["verdict"] == "modify" for v in verdicts)
         dialog = next((v for v in verdicts if v["verdict"] in ("respond", "handoff")), None)
         if dialog is not None:
-            # The dialog rail stopped the flows (it runs before the pii rail in the packaged config), so NeMo returns
-            # no text: mask it as the pii rail would (the message stays in the thread, a hand-off shows it to a
-            # reviewer).
+            # The dialog rail stopped the flows, so NeMo returns no text: mask it as the PII rail before it did (the
+            # message stays in the thread, and a hand-off shows it to a reviewer).
             return RailsOutcome(
                 blocked=False,
-                text=self._masked(text) if self._mask_input else text,
+                text=self._masked(text) if pii_masked else text,
                 verdicts=verdicts,
                 reply=dialog.get("reply", ""),
                 handoff=dialog["verdict"] == "handoff",
