@@ -13,7 +13,6 @@ share alone (a rule match withholds a chunk whatever the threshold).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
@@ -21,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from agent.evaluation import read_jsonl
 from loaders import LoadError, load_file, split_documents
 from rails import DEFAULT_CONFIG_DIR
 from rails.checks import check_chunk_injection, chunk_injection_settings
+from rails.train import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -44,15 +45,14 @@ def clean_chunks(data: Path, mini_wikipedia: int) -> list[str]:
 
 
 def passages(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as lines:
-        return [json.loads(line)["text"] for line in lines]
+    return [row["text"] for row in read_jsonl(path, ("text",))]
 
 
 def poisoned_chunks(data: Path) -> list[str]:
     """Each dev.csv jailbreak and injection pasted into the middle of an XQuAD passage."""
     hosts = passages(data / "rag" / "xquad" / "corpus.jsonl")
-    with (data / "guard" / "dev.csv").open(newline="", encoding="utf-8") as f:
-        attacks = [row["text"] for row in csv.DictReader(f) if row["label"] in ("jailbreak", "injection")]
+    rows = read_rows(data / "guard" / "dev.csv")
+    attacks = [row["text"] for row in rows if row["label"] in ("jailbreak", "injection")]
     chunks = []
     for i, attack in enumerate(attacks):
         host = hosts[i % len(hosts)]
