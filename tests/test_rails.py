@@ -367,6 +367,19 @@ def test_llm_self_check_rail_uses_the_given_chat_model(tmp_path: Path) -> None:
     assert not allowed.blocked and _rails(allowed) == [*INPUT_RAILS, "self check input"]
 
 
+def test_guard_runs_only_the_nemo_library_flows_its_rails_use(guard: Guard, tmp_path: Path) -> None:
+    """NeMo loads its whole guardrails library into every config; the Guard keeps the flows a rail can reach (a
+    library rail the config enables, such as ``injection detection``, included) so each check costs less."""
+    flows = set(guard._rails.runtime.flow_configs)
+    assert {*INPUT_RAILS, *OUTPUT_RAILS, "run input rails", "run output rails", "process user input"} <= flows
+    assert not flows & {"llama guard check input", "activefence moderation on input", "self check input"}
+    llm_guard = Guard(_config_with(tmp_path, "self check input"), llm=_replies("No"))
+    try:
+        assert "self check input" in llm_guard._rails.runtime.flow_configs
+    finally:
+        llm_guard.close()
+
+
 def test_fact_check_rail_is_one_line_in_config_and_uses_the_given_chat_model(tmp_path: Path) -> None:
     # The model is asked whether the sources support everything the answer states: "No" refuses it.
     llm_guard = Guard(_config_with(tmp_path, "self check facts"), llm=_replies("No", "Yes"))
