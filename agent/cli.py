@@ -991,7 +991,7 @@ def rails_train(
     if as_json:
         _print_json(result)
         return
-    for name in ("grouped_cv", "unseen_source", "dev"):
+    for name in ("kfold_cv", "unseen_source", "dev"):
         if name in result:
             out.print(f"{name:14} TPR {result[name]['tpr']}, FPR {result[name]['fpr']}")
     out.print(f"threshold {result['threshold']}; wrote {out_dir or MODELS_DIR}")

@@ -79,11 +79,19 @@ def check_yara(text: str, rules_path: Path) -> Finding:
 
 
 @lru_cache(maxsize=64)
-def window_embedding(window: str) -> np.ndarray:
-    """MiniLM embedding of one window; the input rails of a turn share the prompt's first window."""
+def window_features(window: str) -> np.ndarray:
+    """MiniLM features of one window (``agent.embeddings.pooled_features``); the input rails of a turn share the
+    prompt's first window."""
     from agent.embeddings import default_embeddings
 
-    return default_embeddings().encode([window])[0]
+    return default_embeddings().encode_features([window])[0]
+
+
+def window_embedding(window: str) -> np.ndarray:
+    """MiniLM sentence embedding of one window (part of its ``window_features``)."""
+    from agent.embeddings import SENTENCE_COLUMNS
+
+    return window_features(window)[SENTENCE_COLUMNS]
 
 
 @lru_cache(maxsize=8)
@@ -118,15 +126,15 @@ def check_prompt_attack(text: str, models_dir: Path, threshold: float | None = N
     if lookalike:
         limit = max(limit, model.lookalike_threshold)
     windows = split_windows(text)
-    scores = model.window_scores(window_embedding(windows[0])[None, :])
+    scores = model.window_scores(window_features(windows[0])[None, :])
     if scores[0] < limit and len(windows) > 1:
-        scores = np.concatenate([scores, model.window_scores(default_embeddings().encode(windows[1:]))])
+        scores = np.concatenate([scores, model.window_scores(default_embeddings().encode_features(windows[1:]))])
     best = int(np.argmax(scores))
     score = float(scores[best])
     where = f" (window {best + 1} of {len(windows)})" if len(windows) > 1 else ""
     relation = ">=" if score >= limit else "<"
     why = f" (look-alike: {', '.join(lookalike)})" if lookalike else ""
-    return Finding(score >= limit, f"score {score:.2f} {relation} {limit:.2f}{where}{why}", score)
+    return Finding(score >= limit, f"score {score:.2f} {relation} {limit:g}{where}{why}", score)
 
 
 def chunk_injection_settings(custom_data: dict[str, Any], config_dir: Path) -> dict[str, Any]:
@@ -139,7 +147,7 @@ def chunk_injection_settings(custom_data: dict[str, Any], config_dir: Path) -> d
         "rules_path": config_dir / rules,
         "models_dir": config_dir / models,
         "threshold": float(settings.get("threshold", 0.7)),
-        "heads": tuple(settings.get("heads") or ("jailbreak_injection",)),
+        "heads": tuple(settings.get("heads") or ("document_injection",)),
     }
 
 
@@ -155,7 +163,7 @@ def check_chunk_injection(
     rules = [yara_matches(text, rules_path) for text in texts]
     windows = {i: split_windows(text) for i, text in enumerate(texts) if not rules[i]}
     flat = [window for each in windows.values() for window in each]
-    scores = model.window_scores(default_embeddings().encode(flat), heads) if flat else np.zeros(0)
+    scores = model.window_scores(default_embeddings().encode_features(flat), heads) if flat else np.zeros(0)
     findings: list[Finding] = []
     start = 0
     for i, matched in enumerate(rules):

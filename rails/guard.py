@@ -133,6 +133,7 @@ class Guard:
         self._rails = _build_rails(config, self.config_dir, llm)
         self._pii = _pii_settings(config, self.config_dir)
         retrieval_flows = config.rails.retrieval.flows
+        self._mask_input = "pii input" in config.rails.input.flows
         self._chunk_rails = [flow for flow in retrieval_flows if flow in (INJECTION_CHUNK_RAIL, PII_CHUNK_RAIL)]
         self._chunk_injection = checks.chunk_injection_settings(config.custom_data, self.config_dir)
         policies = config.custom_data.get("policies") or {}
@@ -295,11 +296,12 @@ class Guard:
         pii_masked = any(v["rail"] in _PII_FLOWS and v["verdict"] == "modify" for v in verdicts)
         dialog = next((v for v in verdicts if v["verdict"] in ("respond", "handoff")), None)
         if dialog is not None:
-            # The dialog rail stopped the flows, so NeMo returns no text: mask it as the PII rail before it did (the
-            # message stays in the thread, and a hand-off shows it to a reviewer).
+            # The dialog rail stopped the flows (it runs before the pii rail in the packaged config), so NeMo returns
+            # no text: mask it as the pii rail would (the message stays in the thread, a hand-off shows it to a
+            # reviewer).
             return RailsOutcome(
                 blocked=False,
-                text=self._masked(text) if pii_masked else text,
+                text=self._masked(text) if self._mask_input else text,
                 verdicts=verdicts,
                 reply=dialog.get("reply", ""),
                 handoff=dialog["verdict"] == "handoff",

