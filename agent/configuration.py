@@ -71,12 +71,19 @@ class Settings(BaseSettings):
         "convex", description="Hybrid fusion: convex (weighted normalised scores) or rrf (reciprocal rank fusion)."
     )
     fusion_vector_weight: float = Field(1.0, ge=0, description="Weight of the vector side in hybrid fusion.")
-    fusion_keyword_weight: float = Field(1.5, ge=0, description="Weight of the full-text side in hybrid fusion.")
+    fusion_keyword_weight: float = Field(1.0, ge=0, description="Weight of the full-text side in hybrid fusion.")
     fusion_fill_scores: bool = Field(
         True,
         description=(
             "Convex fusion scores a chunk found by one side on the other too (its cosine similarity, its full-text"
             " score), rather than as that side's worst."
+        ),
+    )
+    sentence_scores: bool = Field(
+        True,
+        description=(
+            "With filled fusion scores, a chunk's vector side is its most similar sentence (vectors stored at ingest)"
+            " rather than its whole text."
         ),
     )
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: larger flattens the top ranks.")

@@ -27,7 +27,16 @@ from langchain_core.embeddings import Embeddings
 
 from agent.embeddings import EMBEDDING_DIM
 from agent.pgdb import PgDatabase, redact
-from agent.store import Filters, HybridSearchStore, SearchOptions, embedded_text, filter_values
+from agent.store import (
+    Filters,
+    HybridSearchStore,
+    SearchOptions,
+    embed_chunks,
+    embedded_text,
+    filter_values,
+    sentence_blob,
+    sentence_matrix,
+)
 
 VECTOR_INDEX = "chunks_embedding_hnsw"
 TEXT_INDEX = "chunks_tsv_gin"
@@ -78,6 +87,8 @@ def schema_sql(dimensions: int = EMBEDDING_DIM) -> list[str]:
             ) STORED
         )
         """,
+        # Each chunk's sentence vectors (agent.store.sentence_blob); added after the table's first release.
+        "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS sentences bytea",
         "CREATE INDEX IF NOT EXISTS chunks_doc_id ON chunks (doc_id)",
         # One index per search filter, so a selective filter is planned as an exact scan of its few chunks.
         "CREATE INDEX IF NOT EXISTS chunks_source ON chunks (source)",
@@ -217,16 +228,19 @@ class PgChunkStore(HybridSearchStore[str]):
         *,
         ids: list[str] | None = None,
         vectors: Sequence[Sequence[float]] | None = None,
+        sentence_vectors: Sequence[np.ndarray | None] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Store ``texts`` (embedded here unless their ``vectors`` are given); an id that exists already is replaced."""
+        """Store ``texts`` (embedded here unless their ``vectors`` and ``sentence_vectors`` are given); an id that
+        exists already is replaced."""
         texts = list(texts)
         metadatas = metadatas or [{} for _ in texts]
         if vectors is None:
-            vectors = self._embeddings.embed_documents(
-                [embedded_text(text, metadata) for text, metadata in zip(texts, metadatas, strict=True)]
+            vectors, sentence_vectors = embed_chunks(
+                self._embeddings,
+                [embedded_text(text, metadata) for text, metadata in zip(texts, metadatas, strict=True)],
             )
-        return self.add_embeddings(texts, vectors, metadatas, ids=ids)
+        return self.add_embeddings(texts, vectors, metadatas, ids=ids, sentence_vectors=sentence_vectors)
 
     def add_embeddings(
         self,
@@ -235,8 +249,10 @@ class PgChunkStore(HybridSearchStore[str]):
         metadatas: Sequence[dict] | None = None,
         *,
         ids: Sequence[str] | None = None,
+        sentence_vectors: Sequence[np.ndarray | None] | None = None,
     ) -> list[str]:
-        """Store texts whose vectors are already known (re-indexing, bulk loads); an existing id is replaced.
+        """Store texts whose vectors (and, optionally, sentence vectors) are already known (re-indexing, bulk
+        loads); an existing id is replaced.
 
         Rows go through ``COPY`` into a temporary table and one upsert, which is many times faster than a row per
         statement and keeps the replace atomic.
@@ -254,9 +270,12 @@ class PgChunkStore(HybridSearchStore[str]):
             )
             # Inside a caller's transaction (an ingest unit) an earlier call's rows are still here until commit.
             self._conn.execute("TRUNCATE chunks_incoming")
-            columns = f"{_COLUMNS}, embedding"
+            columns = f"{_COLUMNS}, embedding, sentences"
+            sentences = [sentence_blob(matrix) for matrix in sentence_vectors or [None] * len(ids)]
             with self._conn.cursor().copy(f"COPY chunks_incoming ({columns}) FROM STDIN") as copy:
-                for chunk_id, text, metadata, vector in zip(ids, texts, metadatas, vectors, strict=True):
+                for chunk_id, text, metadata, vector, matrix in zip(
+                    ids, texts, metadatas, vectors, sentences, strict=True
+                ):
                     copy.write_row(
                         (
                             chunk_id,
@@ -269,6 +288,7 @@ class PgChunkStore(HybridSearchStore[str]):
                             _no_nul(text),
                             _JSON_NUL.sub(r"\1", json.dumps(metadata, default=str)),
                             vector_literal(vector),
+                            matrix,
                         )
                     )
             updates = ", ".join(f"{column} = excluded.{column}" for column in columns.split(", ")[1:])
@@ -368,6 +388,13 @@ class PgChunkStore(HybridSearchStore[str]):
                 "SELECT id, embedding FROM chunks WHERE id = ANY(%s)", (list(keys),), binary=True
             ).fetchall()
         return {row[0]: np.frombuffer(row[1], dtype=">f4", offset=4).astype(np.float32) for row in rows}
+
+    def _sentence_vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, sentences FROM chunks WHERE id = ANY(%s) AND sentences IS NOT NULL", (list(keys),)
+            ).fetchall()
+        return {chunk_id: sentence_matrix(blob) for chunk_id, blob in rows}
 
     def _documents(self, keys: Sequence[str]) -> dict[str, Document]:
         return {key: self._document(row) for key, row in self._rows(list(keys)).items()}

@@ -4,9 +4,10 @@
 
 Both stores get the same chunks: the 3,200 mini-Wikipedia passages repeated, each copy with its passage's
 MiniLM vector plus Gaussian noise (renormalised), so 100k vectors cost one embedding pass over 3,200 texts.
-Rows go in by bulk paths (SQLite: straight into the ``chunks``/``chunks_quantized``/``chunks_fts`` tables of a
-``Database``, and a vec0 table ``exact_vec`` the bench adds as the exact baseline; Postgres: ``COPY`` with the
-indexes built afterwards), bypassing the embedding model.
+Each chunk also gets three stand-in sentence vectors (``sentence_blobs``), which hybrid search reads for its
+candidates. Rows go in by bulk paths (SQLite: straight into the ``chunks``/``chunks_quantized``/``chunks_fts``
+tables of a ``Database``, and a vec0 table ``exact_vec`` the bench adds as the exact baseline; Postgres: ``COPY``
+with the indexes built afterwards), bypassing the embedding model.
 
 Each store's own ``search`` is timed for ~200 real questions, with an ``Embeddings`` that returns the
 question's precomputed vector, so the numbers are the SQL and Python of search, not the model. Prints p50/p95
@@ -40,7 +41,7 @@ from tqdm import tqdm
 from agent.db import Database
 from agent.embeddings import EMBEDDING_DIM, default_embeddings
 from agent.pgstore import TEXT_INDEX, VECTOR_INDEX, PgChunkStore, schema_sql, vector_literal
-from agent.store import ChunkStore, SearchOptions, fts_query
+from agent.store import ChunkStore, SearchOptions, fts_query, sentence_blob, sentence_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "rag" / "mini_wikipedia" / "corpus.jsonl"
@@ -108,6 +109,15 @@ def synthetic_chunks(
     return rows, vectors.astype(np.float32)
 
 
+def sentence_blobs(vectors: np.ndarray, seed: int) -> list[bytes | None]:
+    """Stand-ins for the chunks' sentence vectors (three per chunk, a mini-Wikipedia passage has 3.4 on average):
+    each chunk's vector plus noise. Search reads and scores them like real ones, which is all the timing needs."""
+    rng = np.random.default_rng(seed)
+    sentences = vectors[:, None, :] + rng.normal(0.0, 0.05, size=(len(vectors), 3, vectors.shape[1]))
+    sentences /= np.linalg.norm(sentences, axis=2, keepdims=True)
+    return [sentence_blob(matrix) for matrix in sentences]
+
+
 def load_sqlite(db: Database, rows: list[dict], vectors: np.ndarray) -> None:
     """Bulk insert into the tables ``ChunkStore.add_texts`` writes, one transaction per batch, and into a vec0 table
     for the exact KNN baseline (railgraph's schema has none: search never read its vec0 copy)."""
@@ -129,9 +139,11 @@ def load_sqlite(db: Database, rows: list[dict], vectors: np.ndarray) -> None:
                 "INSERT INTO exact_vec (rowid, embedding) VALUES (?, ?)",
                 [(i + 1, vectors[i].tobytes()) for i in batch],
             )
+            sentences = sentence_blobs(vectors[batch.start : batch.stop], seed=batch.start)
             conn.executemany(
-                "INSERT INTO chunks_quantized (rowid, bits, embedding) VALUES (?, vec_quantize_binary(?), ?)",
-                [(i + 1, vectors[i].tobytes(), vectors[i].tobytes()) for i in batch],
+                "INSERT INTO chunks_quantized (rowid, bits, embedding, sentences)"
+                " VALUES (?, vec_quantize_binary(?), ?, ?)",
+                [(i + 1, vectors[i].tobytes(), vectors[i].tobytes(), sentences[i - batch.start]) for i in batch],
             )
             conn.executemany(
                 "INSERT INTO chunks_fts (rowid, title, content) VALUES (?, ?, ?)",
@@ -173,6 +185,10 @@ def load_postgres(store: PgChunkStore, rows: list[dict], vectors: np.ndarray) ->
             vectors[start : start + BATCH],
             [{"doc_id": row["doc_id"], "source": "mini_wikipedia", "title": row["title"]} for row in batch],
             ids=[row["id"] for row in batch],
+            sentence_vectors=[
+                sentence_matrix(blob) if blob else None
+                for blob in sentence_blobs(vectors[start : start + BATCH], seed=start)
+            ],
         )
     with store.connection() as conn:
         # The HNSW graph of 100k 384-d vectors is ~200 MB; built beyond maintenance_work_mem it crawls.

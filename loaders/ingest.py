@@ -25,13 +25,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from langchain_core.documents import Document
 from langchain_core.indexing import RecordManager
 from langchain_core.vectorstores import VectorStore
 
 from agent.pgstore import PgChunkStore
 from agent.records import DatabaseRecordManager
-from agent.store import ChunkStore, embedded_text
+from agent.store import ChunkStore, embed_chunks, embedded_text
 from loaders import LoadError, iter_files, load_file, split_documents
 from loaders.sources import SourceUnit
 
@@ -116,7 +117,8 @@ class _Pending:
     chunks: list[Document]
     keys: list[str]
     new: list[int]
-    vectors: list[list[float]] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    sentence_vectors: list[np.ndarray | None] = field(default_factory=list)
 
 
 class _Writer:
@@ -147,9 +149,11 @@ class _Writer:
         texts = [
             embedded_text(unit.chunks[i].page_content, unit.chunks[i].metadata) for unit in pending for i in unit.new
         ]
-        vectors = iter(self.store.embeddings.embed_documents(texts) if texts else [])
+        vectors, sentences = embed_chunks(self.store.embeddings, texts) if texts else ([], [])
+        chunk_vectors, sentence_vectors = iter(vectors), iter(sentences)
         for unit in pending:
-            unit.vectors = [next(vectors) for _ in unit.new]
+            unit.vectors = [next(chunk_vectors) for _ in unit.new]
+            unit.sentence_vectors = [next(sentence_vectors) for _ in unit.new]
 
     def write(self, units: list[_Pending]) -> int:
         """Replace the recorded chunks of ``units`` by their current ones, all in one transaction where the store
@@ -169,6 +173,7 @@ class _Writer:
                         [chunk.metadata for chunk in new_chunks],
                         ids=new_keys,
                         vectors=[vector for unit in units for vector in unit.vectors],
+                        sentence_vectors=[matrix for unit in units for matrix in unit.sentence_vectors],
                     )
                 else:
                     self.store.add_documents(new_chunks, ids=new_keys)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.embeddings import bf16_native, default_embeddings
+from agent.embeddings import EMBEDDING_DIM, bf16_native, default_embeddings, sentence_spans
 
 
 @pytest.fixture
@@ -97,3 +97,23 @@ def test_features_hold_the_sentence_embedding_and_match_in_bulk(passages: Callab
     same = np.sum(bulk * alone, axis=1) / (LAYERS + 2)
     assert same.min() > 0.995
     assert (bulk[:5] @ alone[:5].T / (LAYERS + 2) - np.eye(5)).max() < same.min() - 0.02
+
+
+def test_sentence_vectors_come_from_the_same_pass_one_per_sentence() -> None:
+    text = (
+        "Iwan Roberts is a Welsh former footballer. He was born in Bangor in 1968. "
+        "Norwich City signed him from Wolves for £850,000!"
+    )
+    vectors, sentences = default_embeddings().encode_with_sentences([text, "hi", ""])
+    assert np.allclose(vectors, default_embeddings().encode([text, "hi", ""]), atol=1e-4)
+    assert [matrix.shape for matrix in sentences] == [(3, EMBEDDING_DIM), (1, EMBEDDING_DIM), (0, EMBEDDING_DIM)]
+    assert np.allclose(np.linalg.norm(sentences[0], axis=1), 1.0, atol=1e-4)
+    # Each sentence pools its own tokens (three different vectors, none the whole text's), and still knows the text
+    # around it: "He" of the second is Iwan Roberts, so it is nearer a question naming him than the sentence read
+    # alone is.
+    similar = sentences[0] @ sentences[0].T
+    assert similar[np.triu_indices(3, 1)].max() < 0.9 and (sentences[0] @ vectors[0]).max() < 0.95
+    alone = default_embeddings().encode([text[start:end] for start, end in sentence_spans(text)])
+    question = default_embeddings().encode(["Where was Iwan Roberts born?"])[0]
+    assert float(sentences[0][1] @ question) > float(alone[1] @ question) + 0.1
+    assert default_embeddings().encode_with_sentences([])[1] == []

@@ -315,7 +315,10 @@ def test_fusion_weights_decide_which_side_wins(any_filled: HybridSearchStore, fu
     # Only the sourdough chunk names Pieter Haverkamp, in passing: its vector is about bread, so vector search
     # ranks look-alike names (Haverford, Van Kampen, Dutch surnames) first.
     query = "Pieter Haverkamp"
-    vector_only = any_filled.search(query, 3, options=SearchOptions(fusion=fusion, keyword_weight=0.0))
+    # (Scored by its best sentence, the one naming him, the chunk is near by meaning too: whole-text vectors here.)
+    vector_only = any_filled.search(
+        query, 3, options=SearchOptions(fusion=fusion, keyword_weight=0.0, sentence_scores=False)
+    )
     assert "chunk-0" not in ids(vector_only)
     (best, _), *_ = any_filled.search(query, 3, options=SearchOptions(fusion=fusion))
     assert best.id == "chunk-0" and best.metadata["keyword_rank"] == 1 and best.metadata["vector_rank"] > 3
@@ -332,7 +335,8 @@ def test_convex_fusion_scores_each_candidate_on_both_sides(any_store: HybridSear
         ids=[f"pot-{n}" for n in range(len(POTTING))] + ["plant", "band"],
     )
     query = "How do I repot a zorblat cactus?"
-    filled = any_store.search(query, 2)
+    # Full text weighs more than meaning here, so that without filled scores the better full-text match wins.
+    filled = any_store.search(query, 2, options=SearchOptions(keyword_weight=1.5))
     assert ids(filled) == ["plant", "band"]
     plant_hit, band_hit = (document.metadata for document, _ in filled)
     assert (plant_hit["vector_rank"], plant_hit["keyword_rank"], band_hit["keyword_rank"]) == (1, 2, 1)
@@ -340,9 +344,46 @@ def test_convex_fusion_scores_each_candidate_on_both_sides(any_store: HybridSear
     # match counts too, instead of being the worst of the two matches.
     assert band_hit["vector_rank"] is None and band_hit["vector_distance"] > plant_hit["vector_distance"]
     # Unfilled, the plant is the full-text side's worst candidate (0 there) and the band the vector side's.
-    unfilled = any_store.search(query, 2, options=SearchOptions(fill_scores=False))
+    unfilled = any_store.search(query, 2, options=SearchOptions(keyword_weight=1.5, fill_scores=False))
     assert ids(unfilled) == ["band", "plant"] and unfilled[0][0].metadata["vector_distance"] is None
     assert SearchOptions.from_settings(Settings(fusion_fill_scores=False)).fill_scores is False
+
+
+def test_a_chunk_is_scored_by_its_best_sentence(any_store: HybridSearchStore) -> None:
+    # The answer is one sentence at the end of a chunk about pots; the other chunk names the striker three times
+    # (the better full-text match) but never says where he was born.
+    answer = " ".join(POTTING[:4]) + " Iwan Roberts, the Welsh striker, was born in Bangor in 1968."
+    club = (
+        "Iwan Roberts played for Norwich City and Wales. Roberts scored many goals for Norwich City, and Norwich fans"
+        " still sing about Roberts."
+    )
+    any_store.add_texts(
+        [answer, club, *POTTING[4:8]],
+        [{"source": f"{n}.txt"} for n in range(6)],
+        ids=["answer", "club", *(f"pot-{n}" for n in range(4))],
+    )
+    query = "Where was Iwan Roberts born?"
+    by_sentence = any_store.search(query, 2)
+    assert ids(by_sentence) == ["answer", "club"]
+    # The answer's distance is its born-in-Bangor sentence's, which the rest of the chunk no longer dilutes.
+    _, sentences = default_embeddings().encode_with_sentences([answer])
+    nearest = float((sentences[0] @ np.asarray(default_embeddings().embed_query(query))).max())
+    assert by_sentence[0][0].metadata["vector_distance"] == pytest.approx(1 - nearest, abs=1e-4)
+    whole_text = any_store.search(query, 2, options=SearchOptions(sentence_scores=False))
+    assert ids(whole_text) == ["club", "answer"]
+    assert whole_text[1][0].metadata["vector_distance"] > by_sentence[0][0].metadata["vector_distance"] + 0.2
+    assert SearchOptions.from_settings(Settings(sentence_scores=False)).sentence_scores is False
+
+
+def test_chunks_stored_without_sentence_vectors_keep_their_whole_text_vector(any_store: HybridSearchStore) -> None:
+    # Written before sentence vectors existed, or by other embeddings: searched by the chunk's own vector.
+    texts = [POTTING[0], POTTING[2]]
+    vectors = default_embeddings().embed_documents(texts)
+    any_store.add_texts(texts, [{"source": "a.txt"}, {"source": "b.txt"}], ids=["a", "b"], vectors=vectors)
+    (best, _), *_ = any_store.search("When should I water a succulent after repotting?", 1)
+    assert best.id == "b"
+    query = np.asarray(default_embeddings().embed_query("When should I water a succulent after repotting?"))
+    assert best.metadata["vector_distance"] == pytest.approx(1 - float(query @ np.asarray(vectors[1])), abs=1e-4)
 
 
 def test_hybrid_finds_by_meaning_what_keywords_miss(any_filled: HybridSearchStore) -> None:
