@@ -129,7 +129,8 @@ MIGRATIONS: list[str] = [
     """
     DROP TABLE chunks_vec;
     """,
-    # Each chunk's sentence vectors (agent.embeddings.MiniLMEmbeddings.encode_with_sentences), a float32 matrix;
+    # Each chunk's sentence vectors (agent.embeddings.MiniLMEmbeddings.encode_with_sentences, stored by
+    # agent.store.sentence_blob);
     # hybrid search scores a candidate by its best sentence (SearchOptions.sentence_scores). NULL for chunks
     # written before this version or by other embeddings: they keep their whole-text vector.
     """

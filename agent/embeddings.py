@@ -161,6 +161,13 @@ def model_thread() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="railgraph-minilm")
 
 
+def _length_sorted_batches(texts: list[str], size: int) -> list[list[int]]:
+    """Indexes of ``texts`` in batches of ``size``, shortest first: texts of similar length share a batch, so little
+    of each batch is padding (as SentenceTransformer does)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
 class MiniLMEmbeddings(Embeddings):
     """LangChain ``Embeddings`` over the packaged MiniLM; vectors are L2-normalised float32."""
 
@@ -201,12 +208,10 @@ class MiniLMEmbeddings(Embeddings):
         import torch
 
         model = _sentence_transformer()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         vectors = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
         sentences: list[np.ndarray] = [np.zeros((0, EMBEDDING_DIM), dtype=np.float32)] * len(texts)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_native()):
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
+            for batch in _length_sorted_batches(texts, self.batch_size):
                 tokens = model.tokenizer(
                     [texts[i] for i in batch],
                     padding=True,
@@ -251,12 +256,9 @@ class MiniLMEmbeddings(Embeddings):
         if len(texts) == 1:
             return _one_text_model()(texts[0])[np.newaxis, :].astype(np.float32)
         model = _sentence_transformer()
-        # Texts of similar length share a batch, so little of each batch is padding (as SentenceTransformer does).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         rows = np.zeros((len(texts), FEATURES_DIM), dtype=np.float32)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_native()):
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
+            for batch in _length_sorted_batches(texts, self.batch_size):
                 features = model.preprocess([texts[i] for i in batch])
                 layers = _hidden_states(model[0].auto_model, features["input_ids"], features["attention_mask"])
                 rows[batch] = pooled_features(layers, features["attention_mask"]).numpy()
