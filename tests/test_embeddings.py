@@ -78,6 +78,10 @@ def test_one_text_path_gives_sentence_transformers_vector(passages: Callable[[in
     for text, expected in zip(texts, reference, strict=True):
         vector = default_embeddings().encode([text])[0]
         assert float(vector @ expected) > 0.99999, text[:40]
+    # Exporting the transformer for the one-text path left the shared model as it was: not in training mode, where
+    # dropout would make the bulk features (read from the transformer directly) random.
+    bulk = default_embeddings().encode_features(texts)
+    assert np.abs(bulk - default_embeddings().encode_features(texts)).max() < 1e-6
 
 
 def test_features_hold_the_sentence_embedding_and_match_in_bulk(passages: Callable[[int], list[str]]) -> None:
