@@ -438,9 +438,9 @@ def _pii_settings(config: RailsConfig, config_dir: Path) -> PiiSettings:
 def _build_rails(config: RailsConfig, config_dir: Path, llm: BaseChatModel | None) -> LLMRails:
     from nemoguardrails import LLMRails
 
-    from rails import colang_eval
+    from rails import colang_runtime
 
-    colang_eval.install()
+    colang_runtime.install()
     own_flows = {str(flow.get("id")) for flow in config.flows}
     try:
         if llm is None:
