@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import warnings
@@ -9,12 +11,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
 if TYPE_CHECKING:
+    import onnxruntime
     import torch
 
 EMBEDDING_DIM = 384
@@ -98,28 +101,20 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return [match.span() for match in _SENTENCE.finditer(text)] or [(0, len(text))]
 
 
-@cache
-def _one_text_model() -> Callable[[str], np.ndarray]:
-    """MiniLM for one text at a time, run by ONNX Runtime: the rails check every prompt this way and a search
-    embeds its query this way. On a 2-core AMD EPYC (AVX2, one thread), over the first windows of 300 prompts of
-    the guard's dev set, it took 17.5 ms at the median (12.3 ms under 32 tokens) against 25.0 ms (19.4 ms) through
-    the same transformer traced and frozen by TorchScript, which this function used before; both beat
-    ``SentenceTransformer.encode``, whose Python layers cost more than the model on a short text. The features
-    agree with PyTorch's to 1e-6.
+def model_cache_dir() -> Path:
+    """Where the exported MiniLM is kept between processes: ``RAILGRAPH_CACHE_DIR``, else ``railgraph`` under
+    ``XDG_CACHE_HOME`` or ``~/.cache``."""
+    configured = os.environ.get("RAILGRAPH_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "railgraph"
 
-    The transformer is exported to ONNX in memory once per process (about 3 s more than tracing it). It returns
-    the text's ``pooled_features`` row, whose ``SENTENCE_COLUMNS`` are the sentence embedding: the mean over all
-    its tokens, then unit length, as the packaged model's Pooling (mean) and Normalize modules do.
-    """
+
+def _export_transformer(model: Any) -> bytes:
+    """The packaged transformer as an ONNX model returning its hidden states after each layer."""
     import io
 
-    import onnxruntime
     import torch
-
-    model = _sentence_transformer()
-    modules = [type(module).__name__ for module in model]
-    if modules != ["Transformer", "Pooling", "Normalize"] or model[1].get_config_dict()["pooling_mode"] != "mean":
-        raise RuntimeError(f"the packaged MiniLM has modules {modules}, not Transformer, mean Pooling, Normalize")
 
     class AllLayers(torch.nn.Module):
         """The transformer's hidden states after each layer, stacked: ``(LAYERS, texts, tokens, 384)``."""
@@ -148,13 +143,67 @@ def _one_text_model() -> Callable[[str], np.ndarray]:
             dynamic_axes={"input_ids": {1: "tokens"}, "attention_mask": {1: "tokens"}, "layers": {2: "tokens"}},
             dynamo=False,
         )
+    return exported.getvalue()
+
+
+def transformer_session(model: Any, cache_dir: Path) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session of the packaged transformer (``_export_transformer``), read from ``cache_dir``
+    when an export of these weights by this torch is there, else exported (about 3 s) and written there.
+
+    A cached file that does not load (cut short, damaged) is exported again; a folder that cannot be written
+    costs the export in every process, nothing else.
+    """
+    import onnxruntime
+    import torch
+
     options = onnxruntime.SessionOptions()
     # One short text is too little work to share: a second thread saves little on an idle machine and, on a busy
     # one, waits for a core at each of the model's small parallel steps (measured with TorchScript and one other
     # busy process: 10.9 ms on one thread, 15.7 ms on two, up to 780 ms when both threads were starved).
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(exported.getvalue(), options, providers=["CPUExecutionProvider"])
+    weights = (minilm_path() / "model.safetensors").stat()
+    key = hashlib.sha256(
+        f"{weights.st_size}:{weights.st_mtime_ns}:{torch.__version__}:{onnxruntime.__version__}".encode()
+    ).hexdigest()[:16]
+    cached = cache_dir / f"minilm-layers-{key}.onnx"
+    if cached.is_file():
+        try:
+            return onnxruntime.InferenceSession(str(cached), options, providers=["CPUExecutionProvider"])
+        except Exception:  # onnxruntime raises its own error types for a damaged file
+            cached.unlink(missing_ok=True)
+    exported = _export_transformer(model)
+    partial = cached.with_suffix(f".{os.getpid()}.partial")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(exported)
+        # Renamed into place whole, so another process never reads half a file.
+        partial.replace(cached)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+    return onnxruntime.InferenceSession(exported, options, providers=["CPUExecutionProvider"])
+
+
+@cache
+def _one_text_model() -> Callable[[str], np.ndarray]:
+    """MiniLM for one text at a time, run by ONNX Runtime: the rails check every prompt this way and a search
+    embeds its query this way. On a 2-core AMD EPYC (AVX2, one thread), over the first windows of 300 prompts of
+    the guard's dev set, it took 17.5 ms at the median (12.3 ms under 32 tokens) against 25.0 ms (19.4 ms) through
+    the same transformer traced and frozen by TorchScript, which this function used before; both beat
+    ``SentenceTransformer.encode``, whose Python layers cost more than the model on a short text. The features
+    agree with PyTorch's to 1e-6.
+
+    It returns the text's ``pooled_features`` row, whose ``SENTENCE_COLUMNS`` are the sentence embedding: the mean
+    over all its tokens, then unit length, as the packaged model's Pooling (mean) and Normalize modules do.
+    """
+    import torch
+
+    model = _sentence_transformer()
+    modules = [type(module).__name__ for module in model]
+    if modules != ["Transformer", "Pooling", "Normalize"] or model[1].get_config_dict()["pooling_mode"] != "mean":
+        raise RuntimeError(f"the packaged MiniLM has modules {modules}, not Transformer, mean Pooling, Normalize")
+    session = transformer_session(model, model_cache_dir())
 
     def encode(text: str) -> np.ndarray:
         tokens = model.preprocess([text])

@@ -121,3 +121,30 @@ def test_sentence_vectors_come_from_the_same_pass_one_per_sentence() -> None:
     question = default_embeddings().encode(["Where was Iwan Roberts born?"])[0]
     assert float(sentences[0][1] @ question) > float(alone[1] @ question) + 0.1
     assert default_embeddings().encode_with_sentences([])[1] == []
+
+
+def test_the_exported_transformer_is_kept_and_a_damaged_copy_is_exported_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.embeddings as embeddings
+
+    model = embeddings._sentence_transformer()
+    tokens = model.preprocess(["When was the club founded?"])
+    inputs = {"input_ids": tokens["input_ids"].numpy(), "attention_mask": tokens["attention_mask"].numpy()}
+    exported = embeddings.transformer_session(model, tmp_path).run(None, inputs)[0]
+    [kept] = tmp_path.glob("*.onnx")
+
+    def no_export(_: object) -> bytes:
+        raise AssertionError("exported again although the cache holds the model")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(embeddings, "_export_transformer", no_export)
+        assert np.abs(embeddings.transformer_session(model, tmp_path).run(None, inputs)[0] - exported).max() == 0
+    # A file cut short by a crash or a full disk: exported again and replaced, no error.
+    kept.write_bytes(kept.read_bytes()[:1000])
+    assert np.abs(embeddings.transformer_session(model, tmp_path).run(None, inputs)[0] - exported).max() == 0
+    assert kept.stat().st_size > 1_000_000 and sorted(tmp_path.iterdir()) == [kept]
+    # A cache folder that cannot be made (a file stands there): the model still runs.
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("x")
+    assert np.abs(embeddings.transformer_session(model, blocked).run(None, inputs)[0] - exported).max() == 0
