@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 _VARIABLE = re.compile(r"\$([a-zA-Z_][a-zA-Z0-9_]*)")
 _evaluators = threading.local()
+# The NeMo Guardrails releases whose Colang 1.0 runtime these drop-ins were compared with.
+VERIFIED_NEMO = ("0.24.",)
 # Event lists being processed at once: one per message in flight (the Guard's loop runs concurrent checks).
 _MAX_RESUMABLE = 16
 
@@ -164,9 +166,14 @@ def install() -> bool:
     """Make NeMo's Colang 1.0 runtime use ``eval_expression`` (in its flow stepping and sliding) and
     ``compute_next_steps``.
 
-    Done only where those modules still call NeMo's own functions, so a NeMo release that changes them keeps its
+    Done only on the NeMo releases these were checked against (``VERIFIED_NEMO``: the tests run both on every
+    call of real checks) and where those modules still call NeMo's own functions, so another release keeps its
     own; returns whether the runtime uses these now.
     """
+    from importlib.metadata import version
+
+    if not version("nemoguardrails").startswith(VERIFIED_NEMO):
+        return False
     from nemoguardrails.colang.v1_0.runtime import eval as nemo_eval
     from nemoguardrails.colang.v1_0.runtime import flows, runtime, sliding
 

@@ -46,6 +46,24 @@ def test_the_guard_runs_nemo_flows_with_the_drop_ins(guard: Guard) -> None:
     assert colang_runtime.install()
 
 
+def test_another_nemo_release_keeps_its_own_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NeMo release the drop-ins were not compared with runs its own functions. (On an upgrade of NeMo the test
+    above fails: run the comparisons of this file on the new release, then add it to VERIFIED_NEMO.)"""
+    from nemoguardrails.colang.v1_0.runtime import eval as nemo_eval
+    from nemoguardrails.colang.v1_0.runtime import flows, runtime, sliding
+
+    for module, name, nemos in (
+        (flows, "eval_expression", nemo_eval.eval_expression),
+        (sliding, "eval_expression", nemo_eval.eval_expression),
+        (runtime, "compute_next_steps", flows.compute_next_steps),
+    ):
+        monkeypatch.setattr(module, name, nemos)
+    monkeypatch.setattr(colang_runtime, "VERIFIED_NEMO", ("0.0.",))
+    assert not colang_runtime.install()
+    assert flows.eval_expression is nemo_eval.eval_expression
+    assert runtime.compute_next_steps is flows.compute_next_steps
+
+
 def test_every_step_of_real_checks_is_the_step_nemo_computes(guard: Guard, monkeypatch: pytest.MonkeyPatch) -> None:
     """On every call of real checks (an attack refused, a hand-off, personal data masked, a plain question, an
     answer), folding only the new events gives the next events and processing log that NeMo's fold of the whole
