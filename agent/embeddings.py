@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -19,6 +19,7 @@ from langchain_core.embeddings import Embeddings
 if TYPE_CHECKING:
     import onnxruntime
     import torch
+    from sentence_transformers import SentenceTransformer
 
 EMBEDDING_DIM = 384
 
@@ -110,7 +111,7 @@ def model_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "railgraph"
 
 
-def _export_transformer(model: Any) -> bytes:
+def _export_transformer(model: SentenceTransformer) -> bytes:
     """The packaged transformer as an ONNX model returning its hidden states after each layer."""
     import io
 
@@ -146,9 +147,9 @@ def _export_transformer(model: Any) -> bytes:
     return exported.getvalue()
 
 
-def transformer_session(model: Any, cache_dir: Path) -> onnxruntime.InferenceSession:
+def transformer_session(model: SentenceTransformer, cache_dir: Path) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session of the packaged transformer (``_export_transformer``), read from ``cache_dir``
-    when an export of these weights by this torch is there, else exported (about 3 s) and written there.
+    when an export of these weights by this torch is there, else exported (about 4 s) and written there.
 
     A cached file that does not load (cut short, damaged) is exported again; a folder that cannot be written
     costs the export in every process, nothing else.
@@ -171,7 +172,8 @@ def transformer_session(model: Any, cache_dir: Path) -> onnxruntime.InferenceSes
         try:
             return onnxruntime.InferenceSession(str(cached), options, providers=["CPUExecutionProvider"])
         except Exception:  # onnxruntime raises its own error types for a damaged file
-            cached.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                cached.unlink(missing_ok=True)
     exported = _export_transformer(model)
     partial = cached.with_suffix(f".{os.getpid()}.partial")
     try:
