@@ -130,9 +130,9 @@ MIGRATIONS: list[str] = [
     DROP TABLE chunks_vec;
     """,
     # Each chunk's sentence vectors (agent.embeddings.MiniLMEmbeddings.encode_with_sentences, stored by
-    # agent.store.sentence_blob);
-    # hybrid search scores a candidate by its best sentence (SearchOptions.sentence_scores). NULL for chunks
-    # written before this version or by other embeddings: they keep their whole-text vector.
+    # agent.store.sentence_blob): hybrid search scores a candidate by its best sentence
+    # (SearchOptions.sentence_scores). NULL for chunks written before this version or by other embeddings: they
+    # keep their whole-text vector.
     """
     ALTER TABLE chunks_quantized ADD COLUMN sentences BLOB;
     """,

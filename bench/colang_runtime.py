@@ -18,9 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nemoguardrails.colang.v1_0.runtime import eval as nemo_eval
-from nemoguardrails.colang.v1_0.runtime import flows, runtime, sliding
-
 from rails import Guard, checks, colang_runtime
 from rails.train import read_rows
 
@@ -29,9 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def use(railgraph: bool) -> None:
     """Point NeMo's runtime at railgraph's drop-ins or back at its own functions."""
-    evaluate = colang_runtime.eval_expression if railgraph else nemo_eval.eval_expression
-    flows.eval_expression = sliding.eval_expression = evaluate
-    runtime.compute_next_steps = colang_runtime.compute_next_steps if railgraph else flows.compute_next_steps
+    for module, name, nemos, ours in colang_runtime.replacements():
+        setattr(module, name, ours if railgraph else nemos)
 
 
 def percentile(values: list[float], q: int) -> float:

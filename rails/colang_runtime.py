@@ -25,9 +25,11 @@ import ast
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from time import time
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -162,6 +164,18 @@ def compute_next_steps(
     return next_steps
 
 
+def replacements() -> list[tuple[ModuleType, str, Callable[..., Any], Callable[..., Any]]]:
+    """Where NeMo's runtime looks up the functions replaced here: ``(module, name, NeMo's own, railgraph's)``."""
+    from nemoguardrails.colang.v1_0.runtime import eval as nemo_eval
+    from nemoguardrails.colang.v1_0.runtime import flows, runtime, sliding
+
+    return [
+        (flows, "eval_expression", nemo_eval.eval_expression, eval_expression),
+        (sliding, "eval_expression", nemo_eval.eval_expression, eval_expression),
+        (runtime, "compute_next_steps", flows.compute_next_steps, compute_next_steps),
+    ]
+
+
 def install() -> bool:
     """Make NeMo's Colang 1.0 runtime use ``eval_expression`` (in its flow stepping and sliding) and
     ``compute_next_steps``.
@@ -174,18 +188,11 @@ def install() -> bool:
 
     if not version("nemoguardrails").startswith(VERIFIED_NEMO):
         return False
-    from nemoguardrails.colang.v1_0.runtime import eval as nemo_eval
-    from nemoguardrails.colang.v1_0.runtime import flows, runtime, sliding
-
-    replacements = [
-        (flows, "eval_expression", nemo_eval.eval_expression, eval_expression),
-        (sliding, "eval_expression", nemo_eval.eval_expression, eval_expression),
-        (runtime, "compute_next_steps", flows.compute_next_steps, compute_next_steps),
-    ]
-    if all(getattr(module, name) is ours for module, name, _, ours in replacements):
+    targets = replacements()
+    if all(getattr(module, name) is ours for module, name, _, ours in targets):
         return True
-    if not all(getattr(module, name) in (nemos, ours) for module, name, nemos, ours in replacements):
+    if not all(getattr(module, name) in (nemos, ours) for module, name, nemos, ours in targets):
         return False
-    for module, name, _, ours in replacements:
+    for module, name, _, ours in targets:
         setattr(module, name, ours)
     return True

@@ -37,6 +37,11 @@ def _without_generated_ids(events: list[dict[str, Any]]) -> list[dict[str, Any]]
     return [{key: value for key, value in event.items() if key not in generated} for event in events]
 
 
+def _steps(log: list[dict[str, Any]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """A processing log's step entries without their timestamps and generated ids."""
+    return [(entry["type"], entry["flow_id"], _without_generated_ids(entry["next_steps"])) for entry in log]
+
+
 def test_the_guard_runs_nemo_flows_with_the_drop_ins(guard: Guard) -> None:
     from nemoguardrails.colang.v1_0.runtime import flows, runtime, sliding
 
@@ -49,19 +54,12 @@ def test_the_guard_runs_nemo_flows_with_the_drop_ins(guard: Guard) -> None:
 def test_another_nemo_release_keeps_its_own_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     """A NeMo release the drop-ins were not compared with runs its own functions. (On an upgrade of NeMo the test
     above fails: run the comparisons of this file on the new release, then add it to VERIFIED_NEMO.)"""
-    from nemoguardrails.colang.v1_0.runtime import eval as nemo_eval
-    from nemoguardrails.colang.v1_0.runtime import flows, runtime, sliding
-
-    for module, name, nemos in (
-        (flows, "eval_expression", nemo_eval.eval_expression),
-        (sliding, "eval_expression", nemo_eval.eval_expression),
-        (runtime, "compute_next_steps", flows.compute_next_steps),
-    ):
+    targets = colang_runtime.replacements()
+    for module, name, nemos, _ in targets:
         monkeypatch.setattr(module, name, nemos)
     monkeypatch.setattr(colang_runtime, "VERIFIED_NEMO", ("0.0.",))
     assert not colang_runtime.install()
-    assert flows.eval_expression is nemo_eval.eval_expression
-    assert runtime.compute_next_steps is flows.compute_next_steps
+    assert all(getattr(module, name) is nemos for module, name, nemos, _ in targets)
 
 
 def test_every_step_of_real_checks_is_the_step_nemo_computes(guard: Guard, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,9 +76,9 @@ def test_every_step_of_real_checks_is_the_step_nemo_computes(guard: Guard, monke
         nemo = flows.compute_next_steps(list(history), flow_configs, rails_config, nemo_log)
         before = len(processing_log)
         ours = colang_runtime.compute_next_steps(history, flow_configs, rails_config, processing_log)
-        ours_log = [{**entry, "timestamp": 0} for entry in processing_log[before:]]
-        nemo_log = [{**entry, "timestamp": 0} for entry in nemo_log]
-        if _without_generated_ids(nemo) != _without_generated_ids(ours) or len(nemo_log) != len(ours_log):
+        if _without_generated_ids(nemo) != _without_generated_ids(ours) or _steps(nemo_log) != _steps(
+            processing_log[before:]
+        ):
             differing.append((nemo, ours))
         calls.append((id(history), len(history)))
         return ours
