@@ -42,7 +42,8 @@ memory_app = typer.Typer(help="What railgraph remembers about each user, across 
 app.add_typer(memory_app, name="memory")
 
 out = Console()
-err = Console(stderr=True)
+# Errors name paths and URLs whole: wrapped at 80 columns (stderr to a pipe or log) they could not be copied.
+err = Console(stderr=True, soft_wrap=True)
 
 DbOption = Annotated[
     str | None, typer.Option("--db", help="Database URL (default: RAILGRAPH_DB or sqlite:///railgraph.db).")

@@ -105,6 +105,31 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
+@pytest.fixture
+def norwich_env(db_url: str, documents_dir: Path) -> dict[str, str]:
+    """The environment of ``railgraph`` processes on a fresh database (SQLite, then Postgres) holding the Norwich
+    City article, with extractive answers.
+
+    The article is ingested in this process: `railgraph ingest` has its own tests (test_cli.py), and every
+    ``railgraph`` process spends 10-20 s on this 2-core machine importing and loading models.
+    """
+    from agent import Settings
+    from agent.services import Services
+    from loaders.ingest import file_units, ingest
+
+    services = Services.create(Settings(db=db_url, llm="extractive"))
+    try:
+        assert not ingest(file_units([documents_dir / NORWICH]), services.store).failed
+    finally:
+        services.close()
+    return os.environ | {
+        "RAILGRAPH_DB": db_url,
+        "RAILGRAPH_LLM": "extractive",
+        "COLUMNS": "200",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def copy_rails_config(tmp_path: Path) -> Path:
     """A copy of the packaged rails config folder (config.yml, .co files, models, YARA rules, actions.py) to edit."""
     from rails import DEFAULT_CONFIG_DIR

@@ -571,8 +571,10 @@ def test_hard_negatives_keep_each_prompt_and_put_a_tag_in_its_first_window() -> 
 def test_rails_train_names_a_bad_data_file(tmp_path: Path) -> None:
     bad = tmp_path / "train.csv"
     bad.write_text("text,label,source\nhello,benign,a\n", encoding="utf-8")
-    run = _railgraph("rails", "train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m"))
-    assert run.returncode == 2 and "missing.csv is missing" in " ".join(run.stderr.split())
+    # A path longer than a terminal line stays whole in the message, to be copied (stderr is a pipe here).
+    missing = tmp_path / ("a" * 100) / "missing.csv"
+    run = _railgraph("rails", "train", "--data", str(missing), "--out", str(tmp_path / "m"))
+    assert run.returncode == 2 and f"{missing} is missing" in run.stderr
     bad.write_text("text,label,source\nhello,friendly,a\n", encoding="utf-8")
     run = _railgraph("rails", "train", "--data", str(bad), "--out", str(tmp_path / "m"))
     assert run.returncode == 2 and "train.csv line 2: unknown label 'friendly'" in " ".join(run.stderr.split())

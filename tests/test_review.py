@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
-import os
 import queue
 import re
 import signal
@@ -258,29 +257,17 @@ def test_two_reviewers_deciding_at_once_give_one_decision(
     assert [(entry.actor, entry.action) for entry in decisions] == [(winner, "approved")]
 
 
-@pytest.fixture
-def env(db_url: str, documents_dir: Path) -> dict[str, str]:
-    """The Norwich City article in a fresh database, on SQLite and then on Postgres, for the commands below."""
-    env = os.environ | {
-        "RAILGRAPH_DB": db_url,
-        "RAILGRAPH_LLM": "extractive",
-        "COLUMNS": "200",
-        "PYTHONUNBUFFERED": "1",
-    }
-    assert railgraph("ingest", str(documents_dir / NORWICH), env=env).returncode == 0
-    return env
-
-
-def _ask(question: str, thread: str, env: dict[str, str]) -> str:
-    asked = railgraph("ask", question, "--thread", thread, "--json", env=env | {"RAILGRAPH_APPROVAL": "always"})
-    assert asked.returncode == 0, asked.stderr
-    return json.loads(asked.stdout)["review_id"]
-
-
-def test_review_commands_decide_log_and_export(env: dict[str, str], tmp_path: Path) -> None:
-    earlier = railgraph("ask", "How many caps did Iwan Roberts win for Wales?", "--thread", "t-0", env=env)
-    assert earlier.returncode == 0, earlier.stderr
-    approved, edited, responded, rejected = (_ask(BORN, f"t-{n}", env) for n in range(4))
+def test_review_commands_decide_log_and_export(norwich_env: dict[str, str], guard: Guard, tmp_path: Path) -> None:
+    env = norwich_env
+    # The drafts are queued in-process (`railgraph ask` into review is tested in test_cli.py); the commands under
+    # test run as processes.
+    settings = Settings(db=env["RAILGRAPH_DB"], llm="extractive")
+    graph, services = agent_for(settings, guard)
+    assert ask(graph, "How many caps did Iwan Roberts win for Wales?", thread_id="t-0")["status"] == "answered"
+    graph, reviewed = agent_for(settings, guard, approval="always")
+    approved, edited, responded, rejected = (ask(graph, BORN, thread_id=f"t-{n}")["review_id"] for n in range(4))
+    services.close()
+    reviewed.close()
 
     listed = json.loads(railgraph("review", "list", "--json", env=env).stdout)
     assert [review["id"] for review in listed] == [approved, edited, responded, rejected], "oldest first"
@@ -382,7 +369,8 @@ def _chat_until_review(thread: str, questions: list[str], env: dict[str, str]) -
     return ChatRun(chat, waiting.group(1), seen, lines, reader)
 
 
-def test_chat_waits_for_the_review_and_shows_the_decision(env: dict[str, str]) -> None:
+def test_chat_waits_for_the_review_and_shows_the_decision(norwich_env: dict[str, str]) -> None:
+    env = norwich_env
     chat = _chat_until_review("chat-thread", [BORN], env)
     stdout: list[str] = []
     reader = threading.Thread(target=lambda: stdout.extend(chat.process.stdout or []), daemon=True)
@@ -399,7 +387,8 @@ def test_chat_waits_for_the_review_and_shows_the_decision(env: dict[str, str]) -
     assert "Bangor" in answer and "norwich-city.txt" in answer, "the approved answer and its sources"
 
 
-def test_ctrl_c_stops_waiting_and_the_next_chat_shows_the_decision(env: dict[str, str]) -> None:
+def test_ctrl_c_stops_waiting_and_the_next_chat_shows_the_decision(norwich_env: dict[str, str]) -> None:
+    env = norwich_env
     chat = _chat_until_review("later-thread", [BORN, "How many caps did he win?"], env)
     review_id = chat.review_id
     try:
