@@ -256,6 +256,8 @@ def test_a_write_failing_mid_unit_leaves_the_units_old_chunks_and_records(
     assert chunk_ids(services) == recorded_keys(services)
 
 
+# Postgres only: the same flow on a SQLite file is test_cli.py's (each `railgraph ask` process costs ~20 s here).
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_cli_ingest_ask_and_review_through_railgraph_db(db_url: str, note: Path) -> None:
     env = os.environ | {"RAILGRAPH_DB": db_url, "RAILGRAPH_LLM": "extractive", "COLUMNS": "200"}
     ingested = railgraph("ingest", str(note.parent), "--json", env=env)
