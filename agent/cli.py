@@ -9,7 +9,9 @@ import getpass
 import itertools
 import json
 import re
+import signal
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -181,13 +183,19 @@ def _await_review(settings: Settings, graph: Any, thread_id: str, review_id: str
     from agent.turns import poll_review
 
     reviews = _services(settings).reviews
+    stop = threading.Event()
+    # Ctrl-C sets a flag, checked between polls, rather than raising wherever the poll happens to be; and the
+    # handler is railgraph's own, so Ctrl-C stops the wait even in a process started with SIGINT ignored (a
+    # background job, where Python would otherwise never raise KeyboardInterrupt).
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     try:
-        # Inside the try: a Ctrl-C right after this line must not end the chat.
         err.print(f"[yellow]waiting for review (id {review_id})[/yellow]; Ctrl-C stops waiting, it stays queued")
         with err.status(f"waiting for a reviewer to decide {review_id}"):
-            while (result := poll_review(graph, reviews, thread_id)) is None:
-                time.sleep(1)
-    except KeyboardInterrupt:
+            while (result := poll_review(graph, reviews, thread_id)) is None and not stop.wait(1):
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if result is None:
         err.print(f"[dim]stopped waiting; `railgraph chat --thread {thread_id}` shows the decision once it lands[/dim]")
         return
     err.print(f"[dim]review {review_id} decided:[/dim]")

@@ -345,14 +345,19 @@ class ChatRun:
 def _chat_until_review(thread: str, questions: list[str], env: dict[str, str]) -> ChatRun:
     """Start ``railgraph chat`` on ``thread`` (every draft reviewed), type ``questions`` then ``exit``, and read its
     stderr until it says it waits for a review."""
-    chat = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "chat", "--thread", thread],
-        env=env | {"RAILGRAPH_APPROVAL": "always"},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Started with SIGINT ignored, as a background job is (CI may run the tests so): Ctrl-C must stop the wait anyway.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        chat = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "chat", "--thread", thread],
+            env=env | {"RAILGRAPH_APPROVAL": "always"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_lines, args=(chat.stderr, lines), daemon=True)
     reader.start()
