@@ -136,6 +136,19 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE chunks_quantized ADD COLUMN sentences BLOB;
     """,
+    # ChunkStore keeps every chunk's sign bits in memory for the Hamming scan and reads this stamp to know its copy
+    # is current: every change to chunks_quantized, by any connection, replaces it. A random number rather than a
+    # counter, so that a rolled-back write followed by another can never bring back the value a copy was taken at.
+    """
+    CREATE TABLE chunk_vectors_stamp (stamp INTEGER NOT NULL);
+    INSERT INTO chunk_vectors_stamp VALUES (random());
+    CREATE TRIGGER chunks_quantized_inserted AFTER INSERT ON chunks_quantized
+        BEGIN UPDATE chunk_vectors_stamp SET stamp = random(); END;
+    CREATE TRIGGER chunks_quantized_updated AFTER UPDATE ON chunks_quantized
+        BEGIN UPDATE chunk_vectors_stamp SET stamp = random(); END;
+    CREATE TRIGGER chunks_quantized_deleted AFTER DELETE ON chunks_quantized
+        BEGIN UPDATE chunk_vectors_stamp SET stamp = random(); END;
+    """,
 ]
 
 

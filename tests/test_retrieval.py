@@ -182,6 +182,28 @@ def test_deleting_and_re_adding_chunks_keeps_every_table_in_step(tmp_path: Path)
     assert store.search(question, 5, mode="vector") == []
 
 
+def test_vector_search_sees_what_another_connection_adds_and_deletes(tmp_path: Path) -> None:
+    # The reader keeps every chunk's sign bits in memory between searches; a write through another connection (an
+    # ingest in another process) must reach its next search, even one that changes no count of rows.
+    embeddings = default_embeddings()
+    reader = ChunkStore(Database(tmp_path / "chunks.db"), embeddings)
+    writer = ChunkStore(Database(tmp_path / "chunks.db"), embeddings)
+    others = [(source, text) for source, *_, text in TEXTS if source != "danube.txt"]
+    writer.add_texts(
+        [text for _, text in others], [{"source": source} for source, _ in others], ids=[s for s, _ in others]
+    )
+    question = "Which river ends in the Black Sea?"
+    assert "danube.txt" not in doc_ids(reader.search(question, 5, mode="vector"))
+    writer.add_texts([TEXTS[-1][-1]], [{"source": "danube.txt"}], ids=["danube.txt"])
+    assert doc_ids(reader.search(question, 1, mode="vector")) == ["danube.txt"]
+    # The same number of chunks, one replaced: the Danube's rowid goes to the Volga.
+    writer.delete(["danube.txt"])
+    volga = "The Volga is the longest river in Europe and flows into the Caspian Sea."
+    writer.add_texts([volga], [{"source": "volga.md"}], ids=["volga.md"])
+    assert doc_ids(reader.search("Which river flows into the Caspian Sea?", 1, mode="vector")) == ["volga.md"]
+    assert "danube.txt" not in doc_ids(reader.search(question, 5, mode="vector"))
+
+
 def test_a_database_of_the_previous_schema_upgrades_with_its_vectors_searchable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
