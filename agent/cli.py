@@ -336,6 +336,8 @@ def ask(
 
     settings = _as_user(_settings(db), user)
     thread_id = thread or uuid.uuid4().hex
+    if thread is not None:
+        _refuse_while_in_review(settings, thread_id)
     _prepare(settings, announce=not as_json)
     _recover(settings, thread_id)
     try:
@@ -405,6 +407,17 @@ def _duration(text: str | None, option: str) -> Any:
         return parse_duration(text) if text else None
     except ValueError as error:
         raise _fail(f"{option}: {error}") from error
+
+
+def _refuse_while_in_review(settings: Settings, thread_id: str) -> None:
+    """Refuse a question for a thread whose last one waits for a reviewer, before the rails and the chat model load
+    (about 10 s here, for nothing). A review already decided is left to ``_recover``, and the question then runs."""
+    from agent.turns import ReviewPending, waiting_review
+
+    review_id = waiting_review(_agent(settings), thread_id)
+    pending = _services(settings).reviews.pending_for_thread(thread_id) if review_id is not None else None
+    if pending is not None and pending.id == review_id:
+        raise _fail(str(ReviewPending(thread_id, review_id)))
 
 
 def _recover(settings: Settings, thread_id: str | None = None) -> None:

@@ -29,6 +29,12 @@ WAITING = "Your question is waiting for a human reviewer; the answer will appear
 class ReviewPending(RuntimeError):
     """The thread's last question still waits for a reviewer; a new question would abandon it."""
 
+    def __init__(self, thread_id: str, review_id: str | None) -> None:
+        super().__init__(
+            f"thread {thread_id} is waiting for a reviewer's decision on its last question (review {review_id});"
+            " wait for it (`railgraph chat --thread ID` shows it when it lands) or ask in a new thread"
+        )
+
 
 def thread_config(thread_id: str) -> dict[str, Any]:
     """The run config of one conversation thread."""
@@ -104,11 +110,7 @@ def ask(
     thread_id = thread_id or uuid.uuid4().hex
     snapshot = _after_run(graph, thread_id)
     if snapshot.interrupts:
-        review_id = snapshot.values.get("review_id")
-        raise ReviewPending(
-            f"thread {thread_id} is waiting for a reviewer's decision on its last question (review {review_id});"
-            " wait for it (`railgraph chat --thread ID` shows it when it lands) or ask in a new thread"
-        )
+        raise ReviewPending(thread_id, snapshot.values.get("review_id"))
     for part in graph.stream({"messages": [HumanMessage(question)]}, thread_config(thread_id), stream_mode="custom"):
         if on_chunk and isinstance(part, dict) and ANSWER_CHUNK in part:
             on_chunk(part[ANSWER_CHUNK])

@@ -37,6 +37,10 @@ def test_pending_review_survives_restarts_and_lands_in_the_thread(env: dict[str,
     assert asked.returncode == 0, asked.stderr
     turn = json.loads(asked.stdout)
     assert turn["status"] == "pending_review" and turn["thread_id"] == "t-1"
+    refused = railgraph("ask", "How many caps did he win?", "--thread", "t-1", env=env)
+    assert refused.returncode == 2 and "is waiting for a reviewer's decision" in " ".join(refused.stderr.split())
+    # Refused before the rails and the chat model load (seconds of work for nothing): no model is announced.
+    assert "chat model:" not in refused.stderr
 
     listed = json.loads(railgraph("review", "list", "--json", env=env).stdout)
     assert [review["id"] for review in listed] == [turn["review_id"]]
