@@ -26,6 +26,7 @@ from typing import Any
 import chardet
 import jq
 from bs4 import BeautifulSoup, NavigableString
+from ftfy import fix_encoding
 from langchain_community.document_loaders import (
     CSVLoader,
     Docx2txtLoader,
@@ -786,9 +787,15 @@ def load_file(
     docs: list[Document] = []
     for doc in loaded:
         text = _tidy(doc.page_content) if file_type in _MARKUP_TYPES else doc.page_content
+        # Text once encoded as UTF-8, read back as cp1252 or Latin-1 and saved as UTF-8 again ("2004â€“2005", as
+        # in norwich-city.txt) would be searched, quoted and cited in that form; ftfy undoes such double encoding
+        # and leaves text that is not mojibake as it is.
+        text = fix_encoding(text)
         if not text.strip() or (file_type in {"csv", "tsv"} and _is_blank_csv_row(text)):
             continue
-        title = " ".join(str(doc.metadata.get("title") or "").split()) if file_type in _TITLED_TYPES else ""
+        title = (
+            " ".join(fix_encoding(str(doc.metadata.get("title") or "")).split()) if file_type in _TITLED_TYPES else ""
+        )
         metadata: dict[str, Any] = {
             "source": source,
             "doc_id": doc_id,

@@ -257,6 +257,15 @@ def test_utf8_markdown(documents_dir: Path) -> None:
     assert doc.page_content == "## können\n\nkönnen\n\näöüß\n"
 
 
+def test_double_encoded_utf8_is_repaired(documents_dir: Path) -> None:
+    # The article's UTF-8 was once read as cp1252 and saved as UTF-8 again: each en dash became three characters.
+    path = documents_dir / UNSTRUCTURED / "norwich-city.txt"
+    assert "1986\u00e2\u0080\u00931990 Watford" in path.read_text(encoding="utf-8")
+    (doc,) = load_file(path)
+    assert "1986\u20131990 Watford 63 (9)" in doc.page_content
+    assert "\u00e2\u0080" not in doc.page_content
+
+
 def test_html_title_and_no_scripts_or_styles(documents_dir: Path) -> None:
     path = documents_dir / UNSTRUCTURED / "example-with-scripts.html"
     assert "jQuery(document).ready" in path.read_text(encoding="utf-8")
