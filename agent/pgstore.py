@@ -381,20 +381,18 @@ class PgChunkStore(HybridSearchStore[str]):
         """
         return self._conn.execute("SELECT tsvector_to_array(to_tsvector('english', %s))", (query,)).fetchone()[0]
 
-    def _vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    def _vectors(
+        self, keys: Sequence[str], *, sentences: bool = False
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         with self._lock:
             # Binary: pgvector's wire form (dimensions, a reserved word, then big-endian float4s) loads with no parsing.
             rows = self._conn.execute(
-                "SELECT id, embedding FROM chunks WHERE id = ANY(%s)", (list(keys),), binary=True
+                f"SELECT id, embedding, {'sentences' if sentences else 'NULL::bytea'} FROM chunks WHERE id = ANY(%s)",
+                (list(keys),),
+                binary=True,
             ).fetchall()
-        return {row[0]: np.frombuffer(row[1], dtype=">f4", offset=4).astype(np.float32) for row in rows}
-
-    def _sentence_vectors(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, sentences FROM chunks WHERE id = ANY(%s) AND sentences IS NOT NULL", (list(keys),)
-            ).fetchall()
-        return {chunk_id: sentence_matrix(blob) for chunk_id, blob in rows}
+        vectors = {row[0]: np.frombuffer(row[1], dtype=">f4", offset=4).astype(np.float32) for row in rows}
+        return vectors, {row[0]: sentence_matrix(row[2]) for row in rows if row[2] is not None}
 
     def _documents(self, keys: Sequence[str]) -> dict[str, Document]:
         return {key: self._document(row) for key, row in self._rows(list(keys)).items()}

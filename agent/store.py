@@ -296,14 +296,13 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
         cut reads anyway; the full-text scores of the vector side's candidates come with the keyword query.
         """
         candidates = list(dict.fromkeys([*vector_hits, *keyword_hits]))
-        vectors = self._vectors(candidates)
+        vectors, sentence_vectors = self._vectors(candidates, sentences=by_sentence)
         unit = vector / (float(np.linalg.norm(vector)) or 1.0)
         distances = {
             key: vector_hits[key] if key in vector_hits else 1.0 - _cosine(vectors[key], unit) for key in candidates
         }
-        if by_sentence:
-            for key, sentences in self._sentence_vectors(candidates).items():
-                distances[key] = 1.0 - float((sentences @ unit).max())
+        for key, sentences in sentence_vectors.items():
+            distances[key] = 1.0 - float((sentences @ unit).max())
         return vectors, distances
 
     def _diversify(
@@ -325,7 +324,7 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
         if duplicate_similarity >= 1.0 or len(candidates) <= 1:
             return candidates[:k]
         if vectors is None:
-            vectors = self._vectors(candidates)
+            vectors, _ = self._vectors(candidates)
         picked: list[Key] = []
         for key in candidates:
             vector = vectors.get(key)
@@ -354,12 +353,11 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
         scores of the chunks among ``scored`` that share a word with the query (for ``fill_scores``)."""
 
     @abstractmethod
-    def _vectors(self, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
-        """The stored (unit-length) vectors of ``keys``."""
-
-    @abstractmethod
-    def _sentence_vectors(self, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
-        """The stored ``(sentences, dim)`` sentence vectors of those of ``keys`` that have any."""
+    def _vectors(
+        self, keys: Sequence[Key], *, sentences: bool = False
+    ) -> tuple[dict[Key, np.ndarray], dict[Key, np.ndarray]]:
+        """The stored (unit-length) vectors of ``keys`` and, with ``sentences``, the stored ``(sentences, dim)``
+        sentence vectors of those that have any (else an empty dict), read together."""
 
     @abstractmethod
     def _documents(self, keys: Sequence[Key]) -> dict[Key, Document]:
@@ -550,19 +548,18 @@ class ChunkStore(HybridSearchStore[int]):
             self._sign_bits = SignBits.read(self.db, stamp)
         return self._sign_bits
 
-    def _vectors(self, keys: Sequence[int]) -> dict[int, np.ndarray]:
+    def _vectors(
+        self, keys: Sequence[int], *, sentences: bool = False
+    ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
         # The plain table, not vec0: vec0 reads one vector by walking a chunk blob (0.13 ms each) and scans the whole
         # table for `rowid IN (...)`.
-        marks = ",".join("?" * len(keys))
-        rows = self.db.query(f"SELECT rowid, embedding FROM chunks_quantized WHERE rowid IN ({marks})", tuple(keys))
-        return {rowid: np.frombuffer(blob, dtype=np.float32) for rowid, blob in rows}
-
-    def _sentence_vectors(self, keys: Sequence[int]) -> dict[int, np.ndarray]:
         rows = self.db.query(
-            f"SELECT rowid, sentences FROM chunks_quantized WHERE rowid IN {in_list(keys)} AND sentences IS NOT NULL",
+            f"SELECT rowid, embedding, {'sentences' if sentences else 'NULL'} FROM chunks_quantized"
+            f" WHERE rowid IN {in_list(keys)}",
             tuple(keys),
         )
-        return {rowid: sentence_matrix(blob) for rowid, blob in rows}
+        vectors = {rowid: np.frombuffer(blob, dtype=np.float32) for rowid, blob, _ in rows}
+        return vectors, {rowid: sentence_matrix(matrix) for rowid, _, matrix in rows if matrix is not None}
 
     def _documents(self, keys: Sequence[int]) -> dict[int, Document]:
         marks = ",".join("?" * len(keys))
