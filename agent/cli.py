@@ -417,7 +417,7 @@ def _refuse_while_in_review(settings: Settings, thread_id: str) -> None:
     review_id = waiting_review(_agent(settings), thread_id)
     pending = _services(settings).reviews.pending_for_thread(thread_id) if review_id is not None else None
     if pending is not None and pending.id == review_id:
-        raise _fail(str(ReviewPending(thread_id, review_id)))
+        raise _fail(str(ReviewPending.on(thread_id, review_id)))
 
 
 def _recover(settings: Settings, thread_id: str | None = None) -> None:

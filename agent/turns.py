@@ -29,8 +29,10 @@ WAITING = "Your question is waiting for a human reviewer; the answer will appear
 class ReviewPending(RuntimeError):
     """The thread's last question still waits for a reviewer; a new question would abandon it."""
 
-    def __init__(self, thread_id: str, review_id: str | None) -> None:
-        super().__init__(
+    @classmethod
+    def on(cls, thread_id: str, review_id: str | None) -> ReviewPending:
+        """The error for ``thread_id`` waiting on ``review_id``, saying what to do."""
+        return cls(
             f"thread {thread_id} is waiting for a reviewer's decision on its last question (review {review_id});"
             " wait for it (`railgraph chat --thread ID` shows it when it lands) or ask in a new thread"
         )
@@ -110,7 +112,7 @@ def ask(
     thread_id = thread_id or uuid.uuid4().hex
     snapshot = _after_run(graph, thread_id)
     if snapshot.interrupts:
-        raise ReviewPending(thread_id, snapshot.values.get("review_id"))
+        raise ReviewPending.on(thread_id, snapshot.values.get("review_id"))
     for part in graph.stream({"messages": [HumanMessage(question)]}, thread_config(thread_id), stream_mode="custom"):
         if on_chunk and isinstance(part, dict) and ANSWER_CHUNK in part:
             on_chunk(part[ANSWER_CHUNK])
