@@ -159,16 +159,24 @@ def detect(text: str, entities: Collection[str] = ENTITIES, threshold: float = D
 
 
 def _reference_number(text: str, start: int, end: int) -> bool:
-    """True for digits that only look like a phone number: an ISBN, part of a URL or path, or the tail of a word.
+    """True for digits that only look like a phone number: an ISBN, part of a URL or path, the tail of a word, a
+    range or a row of a table.
 
-    Wikipedia-style reference lists are full of both ("ISBN 0-7472-7895-4", ".../news/11737/2311982/..."), and
-    masking them would mark every such document as holding personal data.
+    Wikipedia-style reference lists are full of them ("ISBN 0-7472-7895-4", ".../news/11737/2311982/...", page
+    ranges with an en dash), and so are statistics tables ("37 9 3 2 2 0", an em dash, "42 11"); masking them would
+    mark every such document as holding personal data. Phone numbers are written with hyphens, dots and spaces,
+    never en or em dashes, and never as a run of single digits.
     """
     word_start = max(text.rfind(" ", 0, start), text.rfind("\n", 0, start)) + 1
     word_end = min((i for i in (text.find(" ", end), text.find("\n", end)) if i != -1), default=len(text))
     word = text[word_start:word_end]
     glued = start > 0 and (text[start - 1].isalnum() or text[start - 1] in "-_")
-    return glued or "ISBN" in text[max(0, start - 12) : start].upper() or "/" in word or "=" in word
+    candidate = text[start:end]
+    dashed = "\u2013" in candidate or "\u2014" in candidate
+    table_row = sum(len(group) == 1 for group in re.findall(r"\d+", candidate)) >= 3
+    return (
+        glued or dashed or table_row or "ISBN" in text[max(0, start - 12) : start].upper() or "/" in word or "=" in word
+    )
 
 
 def mask(text: str, spans: Collection[PiiSpan]) -> str:

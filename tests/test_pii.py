@@ -15,6 +15,7 @@ import pytest
 from agent import Settings, build_agent
 from agent.services import services_for
 from agent.turns import ask, thread_config
+from loaders import load_file
 from loaders.ingest import file_units, ingest
 from rails import DEFAULT_CONFIG_DIR, Guard, GuardConfigError
 from rails.pii import ENTITIES, PiiSettings, scan
@@ -102,8 +103,11 @@ def test_invalid_card_number_and_iban_are_left_alone(dev_rows: list[dict], valid
 
 
 def test_reference_numbers_are_not_phone_numbers(documents_dir: Path) -> None:
-    # A Wikipedia article's reference list: ISBNs and URL digits, which Presidio's phone pattern matches.
-    article = (documents_dir / "unstructured_example_docs" / "norwich-city.txt").read_text(encoding="utf-8")
+    # A Wikipedia article as loaded: a reference list (ISBNs, URL digits, page ranges) and statistics tables
+    # ("37 9 3 2 2 0", an em dash, "42 11"), all of which Presidio's phone pattern matches.
+    (loaded,) = load_file(documents_dir / "unstructured_example_docs" / "norwich-city.txt")
+    article = loaded.page_content
+    assert "\u2014 42 11" in article and "pp. 374\u2013375" in article
     settings = PiiSettings.from_config({})
     assert "PHONE_NUMBER" not in scan(article, settings).detail()
     assert "PHONE_NUMBER" in scan("Call the office on (602) 272-9781 after nine.", settings).detail()
