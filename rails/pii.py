@@ -151,14 +151,14 @@ def detect(text: str, entities: Collection[str] = ENTITIES, threshold: float = D
     results = analyzer().analyze(text, language=LANGUAGE, entities=list(entities), score_threshold=threshold)
     kept: list[PiiSpan] = []
     for result in sorted(results, key=lambda r: (-r.score, r.start - r.end, r.start)):
-        if result.entity_type == "PHONE_NUMBER" and _reference_number(text, result.start, result.end):
+        if result.entity_type == "PHONE_NUMBER" and _not_a_phone_number(text, result.start, result.end):
             continue
         if all(result.end <= span.start or span.end <= result.start for span in kept):
             kept.append(PiiSpan(result.entity_type, result.start, result.end, float(result.score)))
     return sorted(kept, key=lambda span: span.start)
 
 
-def _reference_number(text: str, start: int, end: int) -> bool:
+def _not_a_phone_number(text: str, start: int, end: int) -> bool:
     """True for digits that only look like a phone number: an ISBN, part of a URL or path, the tail of a word, a
     range or a row of a table.
 
