@@ -452,6 +452,20 @@ def test_keyword_ranking_prefers_chunks_sharing_more_words(filled: PgChunkStore)
     assert ranked[0] == "chunk-10" and "chunk-11" in ranked
 
 
+def test_a_long_chunks_full_text_index_stays_in_its_row(store: PgChunkStore, shared_data: Path) -> None:
+    """Keyword search ranks every match by its ``tsv``: kept out of line, each match cost a TOAST lookup as well."""
+    passages = [json.loads(line) for line in (shared_data / "rag" / "xquad" / "corpus.jsonl").read_text().splitlines()]
+    longest = max(passages, key=lambda passage: len(passage["text"]))
+    store.add_texts([longest["text"]], [{"source": "long.txt", "title": longest["title"]}], ids=["long"])
+    with store.connection() as conn:
+        tsv_toast, embedding_toast = conn.execute(
+            "SELECT pg_column_toast_chunk_id(tsv), pg_column_toast_chunk_id(embedding) FROM chunks"
+        ).fetchone()
+    # The row was over the toast threshold (its vector went out of line); its tsv stayed.
+    assert embedding_toast is not None and tsv_toast is None
+    assert ids(store.search(longest["title"].replace("_", " "), 1, mode="keyword")) == ["long"]
+
+
 def test_reingest_adds_nothing_and_a_changed_file_replaces_its_chunks(store: PgChunkStore, tmp_path: Path) -> None:
     """``loaders.ingest`` on the store, its records in the store's own database (``ingest_records``)."""
     folder = tmp_path / "docs"
