@@ -96,10 +96,11 @@ def window_embedding(window: str) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def example_embeddings(examples: tuple[str, ...]) -> np.ndarray:
-    """MiniLM embeddings of a fixed list of example utterances, computed once."""
-    from agent.embeddings import default_embeddings
+    """MiniLM embeddings of a fixed list of example utterances, computed once, by the same int8 model as the
+    prompt's (``window_embedding``)."""
+    from agent.embeddings import SENTENCE_COLUMNS, default_embeddings
 
-    return default_embeddings().encode(list(examples))
+    return default_embeddings().encode_features(list(examples))[:, SENTENCE_COLUMNS]
 
 
 # --- prompt-attack classifier -------------------------------------------------------------------

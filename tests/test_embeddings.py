@@ -79,28 +79,31 @@ def test_one_text_path_gives_sentence_transformers_vector(passages: Callable[[in
         vector = default_embeddings().encode([text])[0]
         assert float(vector @ expected) > 0.99999, text[:40]
     # Exporting the transformer for the one-text path left the shared model as it was: not in training mode, where
-    # dropout would make the bulk features (read from the transformer directly) random.
-    bulk = default_embeddings().encode_features(texts)
-    assert np.abs(bulk - default_embeddings().encode_features(texts)).max() < 1e-6
+    # dropout would make bulk vectors (read from the transformer directly) random.
+    bulk = default_embeddings().encode(texts)
+    assert np.abs(bulk - default_embeddings().encode(texts)).max() < 1e-6
 
 
-def test_features_hold_the_sentence_embedding_and_match_in_bulk(passages: Callable[[int], list[str]]) -> None:
+def test_features_hold_the_sentence_embedding_and_ignore_the_texts_beside_them(
+    passages: Callable[[int], list[str]],
+) -> None:
     from agent.embeddings import FEATURES_DIM, LAYERS, SENTENCE_COLUMNS
 
     texts = [*passages(5), "hi", "word " * 400]
-    bulk = default_embeddings().encode_features(texts)
+    together = default_embeddings().encode_features(texts)
     alone = np.concatenate([default_embeddings().encode_features([text]) for text in texts])
-    assert bulk.shape == alone.shape == (len(texts), FEATURES_DIM) and bulk.dtype == np.float32
+    assert together.shape == (len(texts), FEATURES_DIM) and together.dtype == np.float32
     assert default_embeddings().encode_features([]).shape == (0, FEATURES_DIM)
+    # The classifier is trained on features computed in bulk and scores one prompt: they must be the same numbers.
+    assert np.array_equal(together, alone)
     # Each of the layer means, the max and the [CLS] vector has unit length.
     assert np.allclose(np.linalg.norm(alone.reshape(len(texts), LAYERS + 2, -1), axis=2), 1.0, atol=1e-4)
-    # The last layer's mean is the sentence embedding, exactly on the one-text path.
-    sentence = np.stack([default_embeddings().encode([text])[0] for text in texts])
-    assert np.abs(alone[:, SENTENCE_COLUMNS] - sentence).max() < 1e-6
-    # A bulk call (padded, bfloat16 where the CPU has it) moves the features far less than two texts differ.
-    same = np.sum(bulk * alone, axis=1) / (LAYERS + 2)
-    assert same.min() > 0.995
-    assert (bulk[:5] @ alone[:5].T / (LAYERS + 2) - np.eye(5)).max() < same.min() - 0.02
+    # The last layer's mean is the sentence embedding: from int8 weights, so near the float32 one, not equal to it,
+    # and far nearer than two texts are to each other.
+    sentence = default_embeddings().encode(texts)
+    same = np.sum(alone[:, SENTENCE_COLUMNS] * sentence, axis=1)
+    assert same.min() > 0.98 and same.max() < 1 - 1e-6
+    assert (alone[:5, SENTENCE_COLUMNS] @ sentence[:5].T - np.eye(5)).max() < same.min() - 0.02
 
 
 def test_sentence_vectors_come_from_the_same_pass_one_per_sentence() -> None:
@@ -148,3 +151,10 @@ def test_the_exported_transformer_is_kept_and_a_damaged_copy_is_exported_again(
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("x")
     assert np.abs(embeddings.transformer_session(model, blocked).run(None, inputs)[0] - exported).max() == 0
+    # The int8 copy the rails run is kept beside it, a quarter of its size, and computes nearly the same layers.
+    int8 = embeddings.transformer_session(model, tmp_path, int8=True).run(None, inputs)[0]
+    [quantized] = set(tmp_path.glob("*.onnx")) - {kept}
+    assert quantized.name == kept.name.replace(".onnx", "-int8.onnx")
+    assert quantized.stat().st_size < kept.stat().st_size / 3
+    cosine = np.sum(int8 * exported, axis=-1) / np.linalg.norm(int8, axis=-1) / np.linalg.norm(exported, axis=-1)
+    assert cosine.min() > 0.95 and np.abs(int8 - exported).max() > 1e-3

@@ -8,7 +8,6 @@ import hashlib
 import json
 import random
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -342,16 +341,6 @@ def test_sync_check_from_a_worker_thread_of_a_running_loop_matches_async(guard: 
     assert from_thread == from_async
     assert together[0] == together[1] and together[0].blocked
     assert together[2] == together[3] and together[2].blocked
-
-
-def test_check_input_latency_after_warm_up(guard: Guard) -> None:
-    timings = []
-    for i in range(15):
-        start = time.perf_counter()
-        guard.check_input(f"What does section {i} of the handbook say about holidays?")
-        timings.append(time.perf_counter() - start)
-    # Tens of milliseconds on an idle machine; the bound leaves room for a busy shared one.
-    assert statistics.median(timings) < 0.5
 
 
 # --- configuration ---------------------------------------------------------------------------------
