@@ -342,8 +342,8 @@ class MiniLMEmbeddings(Embeddings):
         import torch
 
         if len(texts) == 1:
-            # One text gains nothing from bfloat16 (measured: 9.3 ms either way), so a search query or a prompt the
-            # rails check keeps its exact float32 vector.
+            # One text gains nothing from bfloat16 (measured: 9.3 ms either way), so a search query keeps its exact
+            # float32 vector.
             return _one_text_model()(texts[0])[np.newaxis, SENTENCE_COLUMNS]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_native()):
             vectors = _sentence_transformer().encode(
