@@ -175,7 +175,8 @@ def transformer_session(
 ) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session of the packaged transformer (``_export_transformer``; with ``int8``, its weights
     quantised by ``_quantize``), read from ``cache_dir`` when one of these weights made by this torch and
-    onnxruntime is there, else made (about 4 s, 6 s with ``int8``) and written there.
+    onnxruntime is there, else made (about 4 s; 2 s more for ``int8``, which quantises the cached float32 export
+    when there is one) and written there.
 
     A cached file that does not load (cut short, damaged) is made again; a folder that cannot be written costs
     the export in every process, nothing else.
@@ -183,36 +184,50 @@ def transformer_session(
     import onnxruntime
     import torch
 
+    weights = (minilm_path() / "model.safetensors").stat()
+    key = hashlib.sha256(
+        f"{weights.st_size}:{weights.st_mtime_ns}:{torch.__version__}:{onnxruntime.__version__}".encode()
+    ).hexdigest()[:16]
+    float32 = cache_dir / f"minilm-layers-{key}.onnx"
+    if not int8:
+        return _cached_session(float32, lambda: _export_transformer(model))
+
+    def quantized() -> bytes:
+        try:
+            return _quantize(float32.read_bytes())
+        except Exception:  # none cached, or a damaged file (onnx raises its own error types)
+            return _quantize(_export_transformer(model))
+
+    return _cached_session(float32.with_name(f"minilm-layers-{key}-int8.onnx"), quantized)
+
+
+def _cached_session(cached: Path, make: Callable[[], bytes]) -> onnxruntime.InferenceSession:
+    """A session of the model in the file ``cached``, or of ``make()``'s bytes, then written there."""
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     # One short text is too little work to share: a second thread saves little on an idle machine and, on a busy
     # one, waits for a core at each of the model's small parallel steps (measured with TorchScript and one other
     # busy process: 10.9 ms on one thread, 15.7 ms on two, up to 780 ms when both threads were starved).
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    weights = (minilm_path() / "model.safetensors").stat()
-    key = hashlib.sha256(
-        f"{weights.st_size}:{weights.st_mtime_ns}:{torch.__version__}:{onnxruntime.__version__}".encode()
-    ).hexdigest()[:16]
-    cached = cache_dir / f"minilm-layers-{key}{'-int8' if int8 else ''}.onnx"
     if cached.is_file():
         try:
             return onnxruntime.InferenceSession(str(cached), options, providers=["CPUExecutionProvider"])
         except Exception:  # onnxruntime raises its own error types for a damaged file
             with contextlib.suppress(OSError):
                 cached.unlink(missing_ok=True)
-    exported = _export_transformer(model)
-    if int8:
-        exported = _quantize(exported)
+    made = make()
     partial = cached.with_suffix(f".{os.getpid()}.partial")
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(exported)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(made)
         # Renamed into place whole, so another process never reads half a file.
         partial.replace(cached)
     except OSError:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
-    return onnxruntime.InferenceSession(exported, options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(made, options, providers=["CPUExecutionProvider"])
 
 
 @cache

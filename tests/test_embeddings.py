@@ -151,10 +151,18 @@ def test_the_exported_transformer_is_kept_and_a_damaged_copy_is_exported_again(
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("x")
     assert np.abs(embeddings.transformer_session(model, blocked).run(None, inputs)[0] - exported).max() == 0
-    # The int8 copy the rails run is kept beside it, a quarter of its size, and computes nearly the same layers.
-    int8 = embeddings.transformer_session(model, tmp_path, int8=True).run(None, inputs)[0]
+    # The int8 copy the rails run is made from the cached export (not exported again) and kept beside it, a quarter
+    # of its size; it computes nearly the same layers.
+    with monkeypatch.context() as patched:
+        patched.setattr(embeddings, "_export_transformer", no_export)
+        int8 = embeddings.transformer_session(model, tmp_path, int8=True).run(None, inputs)[0]
     [quantized] = set(tmp_path.glob("*.onnx")) - {kept}
     assert quantized.name == kept.name.replace(".onnx", "-int8.onnx")
     assert quantized.stat().st_size < kept.stat().st_size / 3
     cosine = np.sum(int8 * exported, axis=-1) / np.linalg.norm(int8, axis=-1) / np.linalg.norm(exported, axis=-1)
     assert cosine.min() > 0.95 and np.abs(int8 - exported).max() > 1e-3
+    # Beside a damaged float32 file, the int8 copy is made from a fresh export, with no error.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / kept.name).write_bytes(b"not a model")
+    assert np.abs(embeddings.transformer_session(model, fresh, int8=True).run(None, inputs)[0] - int8).max() < 1e-5
