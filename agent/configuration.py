@@ -86,6 +86,15 @@ class Settings(BaseSettings):
             " rather than its whole text."
         ),
     )
+    short_chunk_chars: int = Field(
+        200, ge=1, description="Hybrid search discounts chunks shorter than this many characters (captions, headings)."
+    )
+    short_chunk_penalty: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="Share of its fused score an empty chunk would lose; shorter chunks lose more (0 turns it off).",
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: larger flattens the top ranks.")
     bm25_title_weight: float = Field(2.0, ge=0, description="BM25 weight of a title match relative to the text.")
     duplicate_similarity: float = Field(

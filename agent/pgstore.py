@@ -399,6 +399,11 @@ class PgChunkStore(HybridSearchStore[str]):
         vectors = {row[0]: np.frombuffer(row[1], dtype=">f4", offset=4).astype(np.float32) for row in rows}
         return vectors, {row[0]: sentence_matrix(row[2]) for row in rows if row[2] is not None}
 
+    def _lengths(self, keys: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            rows = self._conn.execute("SELECT id, length(content) FROM chunks WHERE id = ANY(%s)", (list(keys),))
+            return {key: length for key, length in rows.fetchall()}
+
     def _documents(self, keys: Sequence[str]) -> dict[str, Document]:
         return {key: self._document(row) for key, row in self._rows(list(keys)).items()}
 

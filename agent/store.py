@@ -130,6 +130,13 @@ class SearchOptions:
     # ``embed_chunks``) instead of its whole-text vector: one sentence answers a question, and the rest of the
     # chunk dilutes its vector. mini-Wikipedia hybrid recall@5 / MRR 0.873 / 0.774 without, see README.
     sentence_scores: bool = True
+    # Hybrid search discounts a chunk shorter than ``short_chunk_chars`` characters: its fused score is multiplied by
+    # ``1 - short_chunk_penalty * (1 - length / short_chunk_chars)``. Captions, headings and list lines ("Theodore
+    # Roosevelt at age 11") match a question's subject closely on both sides, since there is nothing else in them,
+    # yet rarely hold its answer. Chosen on mini-Wikipedia's odd qids and checked on the even ones and on XQuAD
+    # (see README, retrieval quality); a penalty of 0 turns the discount off.
+    short_chunk_chars: int = 200
+    short_chunk_penalty: float = 0.4
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SearchOptions:
@@ -144,6 +151,8 @@ class SearchOptions:
             relevance_floor=settings.relevance_floor,
             fill_scores=settings.fusion_fill_scores,
             sentence_scores=settings.sentence_scores,
+            short_chunk_chars=settings.short_chunk_chars,
+            short_chunk_penalty=settings.short_chunk_penalty,
         )
 
 
@@ -263,6 +272,8 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
             scores = fuse_scores(
                 [{key: 1.0 - distance for key, distance in distances.items()}, keyword_side], weights=weights
             )
+        if mode == "hybrid" and options.short_chunk_penalty > 0:
+            scores = self._discount_short_chunks(scores, options)
         best = self._diversify(scores, k, options.duplicate_similarity, vectors)
         if not best:
             return []
@@ -304,6 +315,16 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
         for key, sentences in sentence_vectors.items():
             distances[key] = 1.0 - float((sentences @ unit).max())
         return vectors, distances
+
+    def _discount_short_chunks(self, scores: dict[Key, float], options: SearchOptions) -> dict[Key, float]:
+        """``scores`` (fused, so not below 0) with each chunk shorter than ``options.short_chunk_chars`` discounted in
+        proportion to how much shorter it is (``SearchOptions.short_chunk_penalty``), best first again."""
+        lengths = self._lengths(list(scores))
+        discounted = {
+            key: score * (1.0 - options.short_chunk_penalty * max(0.0, 1.0 - lengths[key] / options.short_chunk_chars))
+            for key, score in scores.items()
+        }
+        return dict(sorted(discounted.items(), key=lambda item: item[1], reverse=True))
 
     def _diversify(
         self,
@@ -358,6 +379,10 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
     ) -> tuple[dict[Key, np.ndarray], dict[Key, np.ndarray]]:
         """The stored (unit-length) vectors of ``keys`` and, with ``sentences``, the stored ``(sentences, dim)``
         sentence vectors of those that have any (else an empty dict), read together."""
+
+    @abstractmethod
+    def _lengths(self, keys: Sequence[Key]) -> dict[Key, int]:
+        """The length in characters of each of ``keys``' text."""
 
     @abstractmethod
     def _documents(self, keys: Sequence[Key]) -> dict[Key, Document]:
@@ -560,6 +585,10 @@ class ChunkStore(HybridSearchStore[int]):
         )
         vectors = {rowid: np.frombuffer(blob, dtype=np.float32) for rowid, blob, _ in rows}
         return vectors, {rowid: sentence_matrix(matrix) for rowid, _, matrix in rows if matrix is not None}
+
+    def _lengths(self, keys: Sequence[int]) -> dict[int, int]:
+        rows = self.db.query(f"SELECT rowid, length(content) FROM chunks WHERE rowid IN {in_list(keys)}", tuple(keys))
+        return {rowid: length for rowid, length in rows}
 
     def _documents(self, keys: Sequence[int]) -> dict[int, Document]:
         marks = ",".join("?" * len(keys))
