@@ -386,6 +386,27 @@ def test_chunks_stored_without_sentence_vectors_keep_their_whole_text_vector(any
     assert best.metadata["vector_distance"] == pytest.approx(1 - float(query @ np.asarray(vectors[1])), abs=1e-4)
 
 
+def test_short_captions_do_not_crowd_out_the_paragraph_that_answers(
+    any_store: HybridSearchStore, shared_data: Path
+) -> None:
+    # mini-Wikipedia's Roosevelt pages hold captions and reference lines ("Theodore Roosevelt at age 11"): nothing in
+    # them but the subject, so they match "Where was ... from?" closely on both sides and never answer it.
+    rows = [json.loads(line) for line in (shared_data / "rag" / "mini_wikipedia" / "corpus.jsonl").open()]
+    rows = [row for row in rows if "Roosevelt" in row["text"]]
+    any_store.add_texts(
+        [row["text"] for row in rows], [{"source": f"{row['id']}.txt"} for row in rows], ids=[row["id"] for row in rows]
+    )
+    query, answer, caption = "Where was Theodore Roosevelt from?", "mw-2884", "mw-2883"
+    assert "Gramercy section of New York City" in any_store.get_by_ids([answer])[0].page_content
+    discounted = any_store.search(query, 5)
+    assert answer in ids(discounted) and caption not in ids(discounted)
+    undiscounted = any_store.search(query, 5, options=SearchOptions(short_chunk_penalty=0.0))
+    assert caption in ids(undiscounted) and answer not in ids(undiscounted)
+    assert SearchOptions.from_settings(Settings(short_chunk_penalty=0.1, short_chunk_chars=80)) == SearchOptions(
+        short_chunk_penalty=0.1, short_chunk_chars=80
+    )
+
+
 def test_hybrid_finds_by_meaning_what_keywords_miss(any_filled: HybridSearchStore) -> None:
     query = "a feline dozing in the sun"  # shares no word (after stemming) with the cat chunk
     assert any_filled.search(query, 3, mode="keyword") == []
