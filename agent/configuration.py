@@ -87,7 +87,9 @@ class Settings(BaseSettings):
         ),
     )
     short_chunk_chars: int = Field(
-        200, ge=1, description="Hybrid search discounts chunks shorter than this many characters (captions, headings)."
+        200,
+        ge=1,
+        description="Hybrid search (convex fusion) discounts chunks shorter than this many characters (captions).",
     )
     short_chunk_penalty: float = Field(
         0.4,

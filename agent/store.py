@@ -130,11 +130,12 @@ class SearchOptions:
     # ``embed_chunks``) instead of its whole-text vector: one sentence answers a question, and the rest of the
     # chunk dilutes its vector. mini-Wikipedia hybrid recall@5 / MRR 0.873 / 0.774 without, see README.
     sentence_scores: bool = True
-    # Hybrid search discounts a chunk shorter than ``short_chunk_chars`` characters: its fused score is multiplied by
-    # ``1 - short_chunk_penalty * (1 - length / short_chunk_chars)``. Captions, headings and list lines ("Theodore
-    # Roosevelt at age 11") match a question's subject closely on both sides, since there is nothing else in them,
-    # yet rarely hold its answer. Chosen on mini-Wikipedia's odd qids and checked on the even ones and on XQuAD
-    # (see README, retrieval quality); a penalty of 0 turns the discount off.
+    # Hybrid search with convex fusion discounts a chunk shorter than ``short_chunk_chars`` characters: its fused
+    # score is multiplied by ``1 - short_chunk_penalty * (1 - length / short_chunk_chars)``. Captions, headings and
+    # list lines ("Theodore Roosevelt at age 11") match a question's subject closely on both sides, since there is
+    # nothing else in them, yet rarely hold its answer. Chosen on mini-Wikipedia's odd qids and checked on the even
+    # ones and on XQuAD (see README, retrieval quality); a penalty of 0 turns the discount off. RRF scores are left
+    # alone: neighbouring ranks differ by about 1% there, so any such factor would decide the order by length alone.
     short_chunk_chars: int = 200
     short_chunk_penalty: float = 0.4
 
@@ -272,8 +273,8 @@ class HybridSearchStore(VectorStore, ABC, Generic[Key]):
             scores = fuse_scores(
                 [{key: 1.0 - distance for key, distance in distances.items()}, keyword_side], weights=weights
             )
-        if mode == "hybrid" and options.short_chunk_penalty > 0:
-            scores = self._discount_short_chunks(scores, options)
+            if mode == "hybrid" and options.short_chunk_penalty > 0:
+                scores = self._discount_short_chunks(scores, options)
         best = self._diversify(scores, k, options.duplicate_similarity, vectors)
         if not best:
             return []

@@ -315,9 +315,12 @@ def test_fusion_weights_decide_which_side_wins(any_filled: HybridSearchStore, fu
     # Only the sourdough chunk names Pieter Haverkamp, in passing: its vector is about bread, so vector search
     # ranks look-alike names (Haverford, Van Kampen, Dutch surnames) first.
     query = "Pieter Haverkamp"
-    # (Scored by its best sentence, the one naming him, the chunk is near by meaning too: whole-text vectors here.)
+    # (Scored by its best sentence, the one naming him, the chunk is near by meaning too: whole-text vectors here.
+    # It is also the longest of these one-line chunks, which the short-chunk discount would favour.)
     vector_only = any_filled.search(
-        query, 3, options=SearchOptions(fusion=fusion, keyword_weight=0.0, sentence_scores=False)
+        query,
+        3,
+        options=SearchOptions(fusion=fusion, keyword_weight=0.0, sentence_scores=False, short_chunk_penalty=0.0),
     )
     assert "chunk-0" not in ids(vector_only)
     (best, _), *_ = any_filled.search(query, 3, options=SearchOptions(fusion=fusion))
