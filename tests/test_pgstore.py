@@ -394,7 +394,8 @@ def test_short_captions_do_not_crowd_out_the_paragraph_that_answers(
 ) -> None:
     # mini-Wikipedia's Roosevelt pages hold captions and reference lines ("Theodore Roosevelt at age 11"): nothing in
     # them but the subject, so they match "Where was ... from?" closely on both sides and never answer it.
-    rows = [json.loads(line) for line in (shared_data / "rag" / "mini_wikipedia" / "corpus.jsonl").open()]
+    corpus = (shared_data / "rag" / "mini_wikipedia" / "corpus.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in corpus]
     rows = [row for row in rows if "Roosevelt" in row["text"]]
     any_store.add_texts(
         [row["text"] for row in rows], [{"source": f"{row['id']}.txt"} for row in rows], ids=[row["id"] for row in rows]
