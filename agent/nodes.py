@@ -385,10 +385,16 @@ def approval(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     return {"answer": recorded.final_text, "status": "answered"}
 
 
+def answer_id(turn_id: str) -> str:
+    """The id of a turn's answer message: whoever holds a turn's id (a review's is its prefix) can tell from the
+    thread's messages alone that the turn was answered, even after later turns."""
+    return f"{turn_id}-answer"
+
+
 def respond(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-    """Give the user the answer and keep it in the thread's history."""
+    """Give the user the answer and keep it in the thread's history, under the turn's id (``answer_id``)."""
     answer = state.get("answer") or state["draft"]
-    return {"answer": answer, "status": "answered", "messages": [AIMessage(answer)]}
+    return {"answer": answer, "status": "answered", "messages": [AIMessage(answer, id=answer_id(state["turn_id"]))]}
 
 
 def refuse(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -398,7 +404,7 @@ def refuse(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         answer = "A reviewer declined to answer this question" + (f": {reason}" if reason else ".")
     else:
         answer = f"I can't help with that: it was blocked by the {state.get('refusal_policy')} policy."
-    return {"answer": answer, "messages": [AIMessage(answer)]}
+    return {"answer": answer, "messages": [AIMessage(answer, id=answer_id(state["turn_id"]))]}
 
 
 def route_after_input(state: AgentState) -> Literal["remember", "refuse", "respond", "request_review"]:

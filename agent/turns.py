@@ -124,6 +124,11 @@ def _in_turn_of(snapshot: StateSnapshot, review: Review) -> bool:
     return str(snapshot.values.get("turn_id", "")).startswith(review.id)
 
 
+def _answered(snapshot: StateSnapshot, review: Review) -> bool:
+    """Whether the thread holds the answer of the review's turn (its id starts with the turn's, see ``answer_id``)."""
+    return any(str(message.id).startswith(review.id) for message in snapshot.values.get("messages", []))
+
+
 def _resume(graph: CompiledStateGraph, reviews: ReviewQueue, review: Review, *, recovering: bool = False) -> None:
     """Bring the review's recorded decision to its thread, then mark it resumed (the caller holds the resume lease).
 
@@ -131,8 +136,9 @@ def _resume(graph: CompiledStateGraph, reviews: ReviewQueue, review: Review, *, 
     short of its interrupt: the review's row commits before the checkpoint that names it, and checkpoints are saved
     in the background, so the latest one may even be a step old. It waits for the interrupt and resumes it, or for
     the turn to end when the thread read the decision itself (``approval`` takes a decision recorded before it
-    runs). ``recovering`` (the lease of a decider that died has expired): a turn left half-run is finished, and a
-    thread already past the turn is only marked.
+    runs), or finds the turn answered and the thread already on its next question. ``recovering`` (the lease of a
+    decider that died has expired): a turn left half-run is finished, and a thread already past the turn is only
+    marked.
     """
     config = thread_config(review.thread_id)
     deadline = time.monotonic() + ARRIVAL_SECONDS
@@ -144,6 +150,8 @@ def _resume(graph: CompiledStateGraph, reviews: ReviewQueue, review: Review, *, 
             break
         if in_turn and not snapshot.tasks:
             break
+        if not in_turn and _answered(snapshot, review):
+            break  # it read the decision itself, ended the turn and took its next question before we looked
         if recovering:
             if in_turn:
                 graph.invoke(None, config)

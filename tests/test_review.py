@@ -25,7 +25,7 @@ from conftest import NORWICH, railgraph
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.types import Command
 
-from agent import Settings, build_agent
+from agent import Settings, build_agent, turns
 from agent.graph import CompiledStateGraph
 from agent.nodes import request_review
 from agent.review import Decision, review_flags
@@ -195,6 +195,41 @@ def test_a_decider_ahead_of_the_threads_checkpoint_waits_for_the_thread(
     assert not snapshot.interrupts and not snapshot.tasks
     assert [type(m) for m in snapshot.values["messages"]] == [HumanMessage, AIMessage]
     assert "Bangor" in snapshot.values["answer"]
+
+
+def test_a_decider_behind_a_thread_that_moved_on_marks_the_review_and_leaves_the_next_one(
+    reviewed: tuple[CompiledStateGraph, Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph, services = reviewed
+    thread, config = "moved-on-thread", thread_config("moved-on-thread")
+    graph.invoke({"messages": [HumanMessage(BORN)]}, config, interrupt_before=["request_review"])
+    state = graph.get_state(config).values
+    review_id = request_review(state, {"configurable": {"thread_id": thread, "services": services}})["review_id"]
+    record = services.reviews.decide
+    follow_ups: list[dict[str, Any]] = []
+
+    def record_then_fall_behind(*args: Any, **kwargs: Any) -> Any:
+        decided = record(*args, **kwargs)
+        if not follow_ups:
+            # The decider is descheduled here; meanwhile the thread reads the recorded decision itself, ends the
+            # turn, and its user asks the next question, which waits for a review of its own.
+            follow_ups.append({})
+            graph.invoke(None, config)
+            follow_ups[0] = ask(graph, "How many caps did Iwan Roberts win?", thread_id=thread)
+        return decided
+
+    monkeypatch.setattr(services.reviews, "decide", record_then_fall_behind)
+    # A decider that keeps waiting for the past turn gives up after this, leaving the review unmarked.
+    monkeypatch.setattr(turns, "ARRIVAL_SECONDS", 3.0)
+    decide(graph, services.reviews, review_id, {"type": "accept", "args": None}, reviewer="ana")
+
+    assert services.reviews.get(review_id).resumed_at is not None, "the thread took the decision; nobody must redo it"
+    follow_up = follow_ups[0]
+    assert follow_up["status"] == "pending_review" and follow_up["review_id"] != review_id
+    assert services.reviews.get(follow_up["review_id"]).status == "pending", "the past decision decided the next draft"
+    snapshot = graph.get_state(config)
+    assert snapshot.interrupts, "the next question must still wait for its own reviewer"
+    assert [type(m) for m in snapshot.values["messages"]] == [HumanMessage, AIMessage, HumanMessage]
 
 
 def test_audit_log_is_append_only(reviewed: tuple[CompiledStateGraph, Services]) -> None:
