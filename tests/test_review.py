@@ -168,16 +168,24 @@ def test_a_reviewed_answer_lands_before_the_thread_takes_a_new_question(
     assert poll_review(graph, services.reviews, thread) is None, "the follow-up waits for its own review"
 
 
+def queue_review_before_its_checkpoint(graph: CompiledStateGraph, services: Services, thread: str) -> str:
+    """Run a turn on ``thread`` up to ``request_review`` and queue its review without saving that step's checkpoint.
+
+    request_review commits the queue's row before its checkpoint is saved (in the background): a reviewer can
+    decide while the thread's latest checkpoint still says nothing of the review.
+    """
+    config = thread_config(thread)
+    graph.invoke({"messages": [HumanMessage(BORN)]}, config, interrupt_before=["request_review"])
+    state = graph.get_state(config).values
+    return request_review(state, {"configurable": {"thread_id": thread, "services": services}})["review_id"]
+
+
 def test_a_decider_ahead_of_the_threads_checkpoint_waits_for_the_thread(
     reviewed: tuple[CompiledStateGraph, Services],
 ) -> None:
     graph, services = reviewed
     thread, config = "lagging-thread", thread_config("lagging-thread")
-    graph.invoke({"messages": [HumanMessage(BORN)]}, config, interrupt_before=["request_review"])
-    # request_review commits the queue's row before its checkpoint is saved (in the background): a reviewer can
-    # decide while the thread's latest checkpoint still says nothing of the review.
-    state = graph.get_state(config).values
-    review_id = request_review(state, {"configurable": {"thread_id": thread, "services": services}})["review_id"]
+    review_id = queue_review_before_its_checkpoint(graph, services, thread)
 
     def approve() -> None:
         decide(graph, services.reviews, review_id, {"type": "accept", "args": None}, reviewer="ana")
@@ -202,20 +210,17 @@ def test_a_decider_behind_a_thread_that_moved_on_marks_the_review_and_leaves_the
 ) -> None:
     graph, services = reviewed
     thread, config = "moved-on-thread", thread_config("moved-on-thread")
-    graph.invoke({"messages": [HumanMessage(BORN)]}, config, interrupt_before=["request_review"])
-    state = graph.get_state(config).values
-    review_id = request_review(state, {"configurable": {"thread_id": thread, "services": services}})["review_id"]
+    review_id = queue_review_before_its_checkpoint(graph, services, thread)
     record = services.reviews.decide
     follow_ups: list[dict[str, Any]] = []
 
     def record_then_fall_behind(*args: Any, **kwargs: Any) -> Any:
         decided = record(*args, **kwargs)
-        if not follow_ups:
+        if kwargs.get("claim", True):  # the reviewer's recording, not the graph's own (claim=False) in approval
             # The decider is descheduled here; meanwhile the thread reads the recorded decision itself, ends the
             # turn, and its user asks the next question, which waits for a review of its own.
-            follow_ups.append({})
             graph.invoke(None, config)
-            follow_ups[0] = ask(graph, "How many caps did Iwan Roberts win?", thread_id=thread)
+            follow_ups.append(ask(graph, "How many caps did Iwan Roberts win?", thread_id=thread))
         return decided
 
     monkeypatch.setattr(services.reviews, "decide", record_then_fall_behind)
@@ -224,7 +229,7 @@ def test_a_decider_behind_a_thread_that_moved_on_marks_the_review_and_leaves_the
     decide(graph, services.reviews, review_id, {"type": "accept", "args": None}, reviewer="ana")
 
     assert services.reviews.get(review_id).resumed_at is not None, "the thread took the decision; nobody must redo it"
-    follow_up = follow_ups[0]
+    (follow_up,) = follow_ups
     assert follow_up["status"] == "pending_review" and follow_up["review_id"] != review_id
     assert services.reviews.get(follow_up["review_id"]).status == "pending", "the past decision decided the next draft"
     snapshot = graph.get_state(config)
