@@ -30,6 +30,10 @@ LOW_CONFIDENCE = "low_confidence"
 HANDOFF = "handoff"
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# Timestamps have whole seconds: reviews queued (or decided) within one second are ordered by their audit rows,
+# whose ids count up in the order they were written.
+_QUEUED = "(SELECT min(a.id) FROM review_audit a WHERE a.review_id = reviews.id)"
+_DECIDED = "(SELECT max(a.id) FROM review_audit a WHERE a.review_id = reviews.id)"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -233,7 +237,7 @@ class ReviewQueue:
         params: tuple[Any, ...] = ()
         if older_than is not None:
             sql, params = sql + " AND created_at <= ?", (utc_ago(older_than),)
-        reviews = [self._review(row) for row in self.db.query(sql + " ORDER BY created_at, id", params)]
+        reviews = [self._review(row) for row in self.db.query(f"{sql} ORDER BY created_at, {_QUEUED}, id", params)]
         return [review for review in reviews if flag is None or flag in review.flags]
 
     def pending_for_thread(self, thread_id: str) -> Review | None:
@@ -307,7 +311,7 @@ class ReviewQueue:
         params: tuple[Any, ...] = (utc_ago(stale_after),)
         if thread_id is not None:
             sql, params = sql + " AND thread_id = ?", (*params, thread_id)
-        return [self._review(row) for row in self.db.query(sql + " ORDER BY decided_at, id", params)]
+        return [self._review(row) for row in self.db.query(f"{sql} ORDER BY decided_at, {_DECIDED}, id", params)]
 
     def claim_resume(self, review_id: str, *, stale_after: timedelta = RESUME_LEASE) -> bool:
         """Take the lease to resume a decided review's thread; False when someone holds it or it is done."""
@@ -348,7 +352,7 @@ class ReviewQueue:
         params: tuple[Any, ...] = ()
         if since is not None:
             sql, params = sql + " AND decided_at >= ?", (utc_ago(since),)
-        return [self._review(row) for row in self.db.query(sql + " ORDER BY decided_at, id", params)]
+        return [self._review(row) for row in self.db.query(f"{sql} ORDER BY decided_at, {_DECIDED}, id", params)]
 
     @staticmethod
     def _log(

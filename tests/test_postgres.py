@@ -23,7 +23,7 @@ from agent import Settings, build_agent
 from agent.db import Database
 from agent.graph import CompiledStateGraph
 from agent.pgdb import PgDatabase, placeholders, redact
-from agent.review import AlreadyDecided
+from agent.review import AlreadyDecided, Decision
 from agent.services import Services
 from agent.turns import ask, decide, thread_config
 from bench.load_test import load_corpus, run_load
@@ -149,6 +149,17 @@ def test_the_audit_log_is_append_only(services: Services, reviewed: tuple[Compil
         with pytest.raises(Exception, match="append-only"), services.db.transaction() as conn:
             conn.execute(statement)
     assert [entry.actor for entry in queue.reviews.log()] == ["agent"]
+
+
+def test_reviews_of_one_second_list_in_the_order_they_were_queued_and_decided(services: Services) -> None:
+    # Timestamps have whole seconds; ids sorting against the queue order show a tie broken by id.
+    ids = ["r-c", "r-b", "r-a"]
+    for review_id in ids:
+        services.reviews.submit(review_id, f"thread-{review_id}", "Who?", "Someone [1].", {})
+    assert [review.id for review in services.reviews.pending()] == ids, "oldest first"
+    for review_id in reversed(ids):
+        services.reviews.decide(review_id, Decision("approved", "Someone [1].", None), reviewer="ana")
+    assert [review.id for review in services.reviews.answered()] == ids[::-1], "in decision order"
 
 
 def test_two_reviewers_at_once_one_decision_one_resume(
